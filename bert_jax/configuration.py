@@ -1,0 +1,186 @@
+"""Loading, overriding and validating ml_collections config files (`configs/NAME.py[:ARG]`).
+
+A config file defines `get_config(arg=None)`; `arg` is a comma-separated list of variants (`tiny`, `uncased`, ...).
+Overrides are `FIELD=VALUE` strings (as `--config.FIELD=VALUE` on the command line) and may only name existing
+fields: a typo is an error that names the field and suggests the closest ones, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import ml_collections
+
+from bert_jax.model import BertConfig
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the field and what to do."""
+
+
+def parse_variants(arg: str | None, known: Iterable[str]) -> set[str]:
+    """`"tiny,uncased"` -> {"tiny", "uncased"}; an unknown variant is an error listing the known ones."""
+    variants = {v.strip() for v in (arg or "").split(",") if v.strip()}
+    unknown = variants - set(known)
+    if unknown:
+        raise ConfigError(f"unknown config variant(s) {sorted(unknown)}; choose from {sorted(known)}")
+    return variants
+
+
+def load_module(path: str | os.PathLike, name: str | None = None):
+    """Imports a config file by path (config files are not part of the installed package)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found (expected e.g. configs/base_cased.py)")
+    module_name = name or f"bert_jax_config_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_sibling(config_file: str, name: str):
+    """For a config file that builds on another in the same directory (`large_cased.py` on `base_cased.py`)."""
+    return load_module(Path(config_file).parent / f"{name}.py")
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """`configs/base_cased.py:tiny` -> ("configs/base_cased.py", "tiny")."""
+    path, sep, arg = str(spec).partition(":")
+    return path, (arg if sep else None)
+
+
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """Loads `path[:arg]`, applies `FIELD=VALUE` overrides, validates, and locks the config."""
+    path, arg = split_spec(spec)
+    module = load_module(path)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path} defines no get_config(arg=None)")
+    config = module.get_config(arg) if arg is not None else module.get_config()
+    for override in overrides:
+        field, sep, value = override.partition("=")
+        if not sep:
+            raise ConfigError(f"override {override!r} must look like FIELD=VALUE (e.g. model.hidden_size=256)")
+        set_field(config, field.strip().removeprefix("config."), value)
+    validate(config)
+    config.lock()
+    return config
+
+
+def _field_names(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    names = []
+    for key, value in config.items():
+        names.append(prefix + key)
+        if isinstance(value, ml_collections.ConfigDict):
+            names += _field_names(value, prefix + key + ".")
+    return names
+
+
+def _unknown_field(config, field: str) -> ConfigError:
+    suggestions = difflib.get_close_matches(field, _field_names(config), n=3)
+    hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
+    return ConfigError(f"unknown config field '{field}'{hint}")
+
+
+def _parse_value(text: str, current, field: str):
+    if isinstance(current, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"config field '{field}' is a bool; got {text!r} (use true or false)")
+    if isinstance(current, str) or current is None:
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"config field '{field}' expects {type(current).__name__}; got {text!r}") from None
+    if isinstance(current, float) and isinstance(value, int):
+        value = float(value)
+    if isinstance(current, (list, tuple)) and isinstance(value, (list, tuple)):
+        # Lists of groups (phases) take a list of dicts.
+        value = [ml_collections.ConfigDict(v) if isinstance(v, dict) else v for v in value]
+        return type(current)(value)
+    if not isinstance(value, type(current)):
+        raise ConfigError(f"config field '{field}' expects {type(current).__name__}; got {text!r}")
+    return value
+
+
+def set_field(config: ml_collections.ConfigDict, field: str, text: str) -> None:
+    """Sets `a.b.c` from its command-line text, parsed to the field's current type."""
+    *parents, leaf = field.split(".")
+    node = config
+    for part in parents:
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            raise _unknown_field(config, field)
+        node = node[part]
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+        raise _unknown_field(config, field)
+    if isinstance(node[leaf], ml_collections.ConfigDict):
+        raise ConfigError(f"config field '{field}' is a group; set one of its fields, e.g. {field}.{next(iter(node[leaf]))}")
+    node[leaf] = _parse_value(text, node[leaf], field)
+
+
+def model_config(config: ml_collections.ConfigDict) -> BertConfig:
+    return BertConfig.from_mapping(config.model.to_dict())
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """One clear error naming the first inconsistent field."""
+    model = config.model
+    if model.num_attention_heads <= 0 or model.hidden_size % model.num_attention_heads:
+        raise ConfigError(
+            f"model.hidden_size ({model.hidden_size}) must be divisible by model.num_attention_heads "
+            f"({model.num_attention_heads})"
+        )
+    try:
+        model_config(config)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model: {e}") from None
+    for name in ("batch_size", "train_steps", "log_every", "eval_every", "checkpoint_every"):
+        if config[name] <= 0:
+            raise ConfigError(f"{name} must be positive; got {config[name]}")
+    if not config.phases:
+        raise ConfigError("phases is empty; give at least one (max_seq_length, fraction, max_predictions)")
+    total = 0.0
+    for i, phase in enumerate(config.phases):
+        if not 0 < phase.fraction <= 1:
+            raise ConfigError(f"phases[{i}].fraction must be in (0, 1]; got {phase.fraction}")
+        total += phase.fraction
+        if phase.max_seq_length > model.max_position_embeddings:
+            raise ConfigError(
+                f"phases[{i}].max_seq_length ({phase.max_seq_length}) exceeds model.max_position_embeddings "
+                f"({model.max_position_embeddings})"
+            )
+        if phase.max_seq_length < 8:
+            raise ConfigError(f"phases[{i}].max_seq_length ({phase.max_seq_length}) is too short for a pair")
+        if not 0 < phase.max_predictions <= phase.max_seq_length:
+            raise ConfigError(
+                f"phases[{i}].max_predictions ({phase.max_predictions}) must be in [1, max_seq_length]"
+            )
+    if abs(total - 1.0) > 1e-6:
+        fractions = [phase.fraction for phase in config.phases]
+        raise ConfigError(f"phases fractions {fractions} sum to {total:g}; they must sum to 1")
+    opt = config.optimizer
+    if opt.warmup_steps > config.train_steps:
+        raise ConfigError(f"optimizer.warmup_steps ({opt.warmup_steps}) exceeds train_steps ({config.train_steps})")
+    for name in ("b1", "b2"):
+        if not 0 <= opt[name] < 1:
+            raise ConfigError(f"optimizer.{name} must be in [0, 1); got {opt[name]}")
+    if opt.learning_rate <= 0:
+        raise ConfigError(f"optimizer.learning_rate must be positive; got {opt.learning_rate}")
+    sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
+    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+        raise ConfigError(f"mesh sizes (data, fsdp, tensor) = {sizes}: each must be positive, at most one -1")
+    if config.mesh.tensor > 0 and model.num_attention_heads % config.mesh.tensor:
+        raise ConfigError(
+            f"mesh.tensor ({config.mesh.tensor}) must divide model.num_attention_heads ({model.num_attention_heads})"
+        )

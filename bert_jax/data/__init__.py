@@ -1,0 +1,1 @@
+"""Offline corpus preparation and the online input pipeline."""

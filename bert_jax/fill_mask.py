@@ -1,0 +1,160 @@
+"""Fill-mask inference on a Hugging Face-format BERT directory (ours or any BERT with an MLM head).
+
+    python -m bert_jax.fill_mask --model DIR [--top_k 5] "Paris is the [MASK] of France." ...
+
+Prints, for each text, one JSON line shaped as `transformers.pipeline("fill-mask")` returns it: a list of
+`{"score", "token", "token_str", "sequence"}` for a text with one `[MASK]`, a list of such lists for several.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tokenizers
+from flax import nnx
+
+from bert_jax import hf
+from bert_jax.data.vocab import MASK, PAD, load_tokenizer
+
+
+class FillMaskError(ValueError):
+    """Input that fill-mask cannot answer; the message says which text and why."""
+
+
+def _bucket(length: int, limit: int) -> int:
+    """Pads to a power of two (at least 16) so a handful of compiled shapes serve every input length."""
+    size = 16
+    while size < length:
+        size *= 2
+    return min(size, limit)
+
+
+def load_model_tokenizer(model_dir: str | Path) -> tuple[tokenizers.Tokenizer, bool]:
+    """The directory's tokenizer and whether decoding cleans up spaces (its `clean_up_tokenization_spaces`)."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    if (model_dir / "vocab.txt").is_file():
+        tokenizer = load_tokenizer(str(model_dir / "vocab.txt"), bool(tokenizer_config.get("do_lower_case", False)))
+    elif (model_dir / "tokenizer.json").is_file():
+        tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+    else:
+        raise FillMaskError(f"{model_dir} has no vocab.txt or tokenizer.json; export the model with its vocab")
+    return tokenizer, bool(tokenizer_config.get("clean_up_tokenization_spaces", False))
+
+
+def _clean_up_spaces(text: str) -> str:
+    # transformers' `clean_up_tokenization`, applied when the tokenizer config asks for it.
+    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(before, after)
+    return text
+
+
+class FillMask:
+    """A loaded model and tokenizer; call with texts to get the pipeline-shaped predictions."""
+
+    def __init__(self, model_dir: str | Path):
+        self.model, self.report = hf.load_pretrained(model_dir)
+        if "MLM head" in self.report.missing_heads:
+            raise FillMaskError(
+                f"{model_dir} has no masked-LM head (cls.predictions.*): fill-mask needs a BertForPreTraining or "
+                "BertForMaskedLM checkpoint, not a bare BertModel"
+            )
+        self.tokenizer, self.clean_up_spaces = load_model_tokenizer(model_dir)
+        self.mask_id = self.tokenizer.token_to_id(MASK)
+        self.pad_id = self.tokenizer.token_to_id(PAD)
+        if self.mask_id is None:
+            raise FillMaskError(f"the tokenizer in {model_dir} has no {MASK} token")
+        graphdef, state = nnx.split(self.model)
+
+        @jax.jit
+        def logits_fn(state, input_ids, input_mask, segment_ids):
+            model = nnx.merge(graphdef, state)
+            return model(input_ids, input_mask, segment_ids)["mlm_logits"]
+
+        self._state = state
+        self._logits_fn = logits_fn
+
+    def _decode(self, ids, skip_special_tokens: bool) -> str:
+        text = self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        return _clean_up_spaces(text) if self.clean_up_spaces else text
+
+    def __call__(self, texts: list[str], top_k: int = 5) -> list:
+        encodings = [self.tokenizer.encode(text) for text in texts]
+        limit = self.model.config.max_position_embeddings
+        for i, (text, enc) in enumerate(zip(texts, encodings)):
+            if self.mask_id not in enc.ids:
+                raise FillMaskError(f"text {i + 1} ({text!r}) contains no {MASK}; put {MASK} where a word should be predicted")
+            if len(enc.ids) > limit:
+                raise FillMaskError(f"text {i + 1} is {len(enc.ids)} tokens long; this model reads at most {limit}")
+        length = _bucket(max(len(enc.ids) for enc in encodings), limit)
+        input_ids = np.full((len(texts), length), self.pad_id, np.int32)
+        input_mask = np.zeros((len(texts), length), np.int32)
+        segment_ids = np.zeros((len(texts), length), np.int32)
+        for row, enc in enumerate(encodings):
+            input_ids[row, : len(enc.ids)] = enc.ids
+            input_mask[row, : len(enc.ids)] = 1
+            segment_ids[row, : len(enc.ids)] = enc.type_ids
+        logits = np.asarray(self._logits_fn(self._state, input_ids, input_mask, segment_ids), np.float32)
+        top_k = min(top_k, logits.shape[-1])
+        return [self._predictions(np.asarray(enc.ids), logits[row], top_k) for row, enc in enumerate(encodings)]
+
+    def _predictions(self, ids: np.ndarray, logits_SxV: np.ndarray, top_k: int):
+        mask_positions = np.flatnonzero(ids == self.mask_id)
+        single_mask = len(mask_positions) == 1
+        results = []
+        for position in mask_positions:
+            probs = np.asarray(jax.nn.softmax(jnp.asarray(logits_SxV[position])))
+            best = np.argsort(-probs, kind="stable")[:top_k]
+            row = []
+            for token in best:
+                filled = ids.copy()
+                filled[position] = token
+                filled = filled[filled != self.pad_id]
+                row.append(
+                    {
+                        "score": float(probs[token]),
+                        "token": int(token),
+                        "token_str": self._decode([token], skip_special_tokens=False),
+                        # As the pipeline: special tokens are kept in the sequence when several masks remain.
+                        "sequence": self._decode(filled, skip_special_tokens=single_mask),
+                    }
+                )
+            results.append(row)
+        return results[0] if single_mask else results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bert_jax.fill_mask",
+        description="Predict the [MASK] tokens of each TEXT with a Hugging Face-format BERT directory "
+        "(model.safetensors, config.json, vocab.txt). One JSON line per text, as transformers' fill-mask pipeline.",
+    )
+    parser.add_argument("--model", required=True, help="HF-format model directory (e.g. from python -m bert_jax.export)")
+    parser.add_argument("--top_k", type=int, default=5, help="predictions per [MASK] (default 5)")
+    parser.add_argument("texts", nargs="+", metavar="TEXT", help="text with one or more [MASK] tokens")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error("--top_k must be at least 1")
+    try:
+        fill_mask = FillMask(args.model)
+        results = fill_mask(args.texts, top_k=args.top_k)
+    except (FillMaskError, hf.CheckpointError) as e:
+        print(f"fill_mask: error: {e}", file=sys.stderr)
+        return 2
+    for result in results:
+        print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

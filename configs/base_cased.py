@@ -1,0 +1,116 @@
+"""BERT-base, cased: the original pre-training recipe (Devlin et al. 2018), field by field.
+
+Variants (comma-separated after the path, e.g. `configs/base_cased.py:tiny,uncased`):
+  uncased  lowercased text and the uncased vocabulary size (30522)
+  small    4 layers, hidden 256, 4 heads: benchmarks and CPU experiments
+  tiny     2 layers, hidden 128, trained in minutes on a laptop CPU on the bundled sample corpus
+"""
+
+import ml_collections
+
+from bert_jax.configuration import parse_variants
+
+VARIANTS = ("uncased", "small", "tiny")
+
+
+def get_config(arg=None):
+    variants = parse_variants(arg, VARIANTS)
+    uncased = "uncased" in variants
+    config = ml_collections.ConfigDict()
+
+    config.model = model = ml_collections.ConfigDict()
+    model.vocab_size = 30522 if uncased else 28996  # WordPiece vocab size (the original's uncased/cased vocabs)
+    model.hidden_size = 768  # width of every layer
+    model.num_hidden_layers = 12  # encoder layers
+    model.num_attention_heads = 12  # heads per attention layer (64-dim heads)
+    model.intermediate_size = 3072  # feed-forward inner width
+    model.hidden_act = "gelu"  # exact (erf) GELU, as the original
+    model.hidden_dropout_prob = 0.1  # dropout on embeddings and every residual branch
+    model.attention_probs_dropout_prob = 0.1  # dropout on attention probabilities (0 enables the fused kernel)
+    model.max_position_embeddings = 512  # longest sequence the position table covers
+    model.type_vocab_size = 2  # segment ids: sentence A and B
+    model.initializer_range = 0.02  # std of the truncated-normal initialiser
+    model.layer_norm_eps = 1e-12  # LayerNorm epsilon, as the original
+    model.dtype = "float32"  # compute dtype: "bfloat16" on TPU/GPU for speed
+    model.param_dtype = "float32"  # parameter and optimizer-state storage (master weights)
+
+    config.data = data = ml_collections.ConfigDict()
+    data.dir = "data/built/base_cased"  # built dataset (python -m bert_jax.data.build --output)
+    data.vocab_file = "data/vocab/cased/vocab.txt"  # WordPiece vocab the data was built with
+    data.lowercase = uncased  # lowercase and strip accents before WordPiece
+    data.masked_lm_prob = 0.15  # share of maskable tokens to predict
+    data.whole_word_masking = False  # mask all pieces of a word together
+    data.static_masking = False  # True fixes each example's mask across epochs, as the original's offline masking
+    data.worker_count = 2  # grain worker processes per host for masking and batching
+
+    config.batch_size = 256  # global batch (sequences per step over all hosts)
+    config.train_steps = 1_000_000  # total optimizer steps over all phases
+    # Sequence length 128 for 90% of steps, then 512 to learn the long position embeddings.
+    config.phases = [
+        ml_collections.ConfigDict(dict(max_seq_length=128, fraction=0.9, max_predictions=20)),
+        ml_collections.ConfigDict(dict(max_seq_length=512, fraction=0.1, max_predictions=80)),
+    ]
+
+    config.optimizer = opt = ml_collections.ConfigDict()
+    opt.name = "adamw"  # "adamw" (the original's Adam with decoupled weight decay) or "lamb" for large batches
+    opt.learning_rate = 1e-4  # peak learning rate
+    opt.b1 = 0.9  # Adam beta1
+    opt.b2 = 0.999  # Adam beta2
+    opt.eps = 1e-6  # Adam epsilon, as the original
+    opt.weight_decay = 0.01  # decoupled weight decay, not applied to LayerNorm and biases
+    opt.warmup_steps = 10_000  # linear warmup from 0 to the peak
+    opt.end_learning_rate = 0.0  # linear decay reaches this at train_steps
+    opt.grad_clip_norm = 1.0  # global-norm gradient clipping
+    opt.grad_accum_steps = 1  # micro-batches per step when the global batch does not fit
+
+    config.mesh = mesh = ml_collections.ConfigDict()
+    mesh.data = 16  # data-parallel replicas (16 chips: a v4-16 slice or v5e-16), -1 = all remaining devices
+    mesh.fsdp = 1  # parameter/optimizer-state sharding ways
+    mesh.tensor = 1  # tensor (heads / mlp) parallel ways
+
+    config.seed = 12345  # model init, dropout and data order all derive from it
+    config.log_every = 100  # steps between metric lines
+    config.eval_every = 10_000  # steps between held-out evaluations
+    config.eval_steps = 100  # batches per evaluation
+    config.checkpoint_every = 10_000  # steps between checkpoints
+    config.keep_checkpoints = 3  # most recent checkpoints kept
+
+    if uncased:
+        data.dir = "data/built/base_uncased"
+        data.vocab_file = "data/vocab/uncased/vocab.txt"
+
+    if "small" in variants:
+        model.hidden_size = 256
+        model.num_hidden_layers = 4
+        model.num_attention_heads = 4
+        model.intermediate_size = 1024
+        config.batch_size = 32
+        config.train_steps = 10_000
+        opt.warmup_steps = 500
+        mesh.data = -1
+        config.log_every = 20
+        config.eval_every = 1000
+        config.eval_steps = 20
+        config.checkpoint_every = 1000
+
+    if "tiny" in variants:
+        model.vocab_size = 4096  # the sample corpus vocab (data/sample/vocab)
+        model.hidden_size = 128
+        model.num_hidden_layers = 2
+        model.num_attention_heads = 2
+        model.intermediate_size = 512
+        model.max_position_embeddings = 512
+        data.dir = "data/built/sample"
+        data.vocab_file = "data/sample/vocab/vocab.txt"
+        data.lowercase = False
+        config.batch_size = 32
+        config.train_steps = 2000
+        opt.learning_rate = 1e-3
+        opt.warmup_steps = 100
+        mesh.data = -1
+        config.log_every = 50
+        config.eval_every = 500
+        config.eval_steps = 10
+        config.checkpoint_every = 500
+
+    return config
