@@ -1,0 +1,291 @@
+"""Online masked-LM masking of sentence-pair examples, pure NumPy.
+
+The rules follow google-research/bert `create_masked_lm_predictions`, with two deliberate differences:
+the prediction budget counts only maskable tokens (not [CLS]/[SEP]), and a random replacement is drawn from
+the vocabulary *minus* special tokens (the original could put `[MASK]`, `[CLS]` or `[unused12]` there).
+
+Every random number is a pure function of (seed, epoch, example index, position): each example gets its own
+Philox stream keyed by `(seed, index)` and started at a counter that encodes the epoch. So the mask of an
+example does not depend on batch composition, worker processes or hosts, a resumed run re-draws the same
+masks, and the mask changes every epoch (dynamic masking) unless `static=True` pins the epoch to 0.
+
+Per example the stream is laid out as three blocks of `length` draws: a priority per position (the lowest
+priorities are masked: uniform sampling without replacement), an action per position (80/10/10), and a
+replacement token per position. Only the per-example stream set-up is a Python loop; the rest is vectorised
+over the batch (`mask_batch`); `mask_example` is `mask_batch` on a batch of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Sequence
+
+import numpy as np
+
+from bert_jax.data import records
+
+_SPECIAL_TOKEN_PATTERN = re.compile(r"^\[[^\[\]\s]+\]$")  # [PAD], [MASK], [unused7], ...
+_UINT64_TO_UNIT = 2.0**-53  # (raw >> 11) * 2**-53 is uniform on [0, 1) with 53 random bits
+_NOT_MASKABLE = 2.0  # priority above any uniform draw: such positions are never chosen
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskingConfig:
+    """How many and which tokens to predict, and what the model sees there."""
+
+    max_predictions: int  # P: masked_lm_* arrays are padded to this many positions
+    masked_lm_prob: float = 0.15  # fraction of maskable tokens to predict (rounded, at least 1)
+    mask_token_prob: float = 0.8  # of the predicted positions: shown as [MASK]
+    random_token_prob: float = 0.1  # ... shown as a random non-special token; the rest are left unchanged
+    whole_word: bool = False  # choose whole words (a token and its following ## pieces)
+    static: bool = False  # same mask every epoch (as the original's offline masking), else dynamic
+
+    def __post_init__(self) -> None:
+        if self.max_predictions < 1:
+            raise ValueError(f"max_predictions must be >= 1, got {self.max_predictions}")
+        for name in ("masked_lm_prob", "mask_token_prob", "random_token_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.mask_token_prob + self.random_token_prob > 1.0 + 1e-12:
+            raise ValueError(
+                f"mask_token_prob + random_token_prob must be <= 1 (the rest is left unchanged), got "
+                f"{self.mask_token_prob} + {self.random_token_prob}"
+            )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VocabInfo:
+    """What masking needs to know about a vocabulary."""
+
+    vocab_size: int
+    pad_id: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    unk_id: int
+    special_ids: np.ndarray  # int32 ids of every `[...]`-style token ([PAD], [unused0], ...)
+    is_continuation: np.ndarray  # bool [vocab_size]: the token starts with `##`
+    replacement_ids: np.ndarray  # int32 ids a random replacement is drawn from: all but special_ids
+
+    @classmethod
+    def from_tokens(cls, tokens: Sequence[str]) -> "VocabInfo":
+        index = {token: token_id for token_id, token in enumerate(tokens)}
+        missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t not in index]
+        if missing:
+            raise ValueError(f"vocabulary lacks the BERT special tokens {missing}")
+        special = np.array([i for i, t in enumerate(tokens) if _SPECIAL_TOKEN_PATTERN.match(t)], dtype=np.int32)
+        is_special = np.zeros(len(tokens), dtype=bool)
+        is_special[special] = True
+        replacement = np.flatnonzero(~is_special).astype(np.int32)
+        if replacement.size == 0:
+            raise ValueError("vocabulary has only special tokens: nothing to draw random replacements from")
+        return cls(
+            vocab_size=len(tokens),
+            pad_id=index["[PAD]"],
+            cls_id=index["[CLS]"],
+            sep_id=index["[SEP]"],
+            mask_id=index["[MASK]"],
+            unk_id=index["[UNK]"],
+            special_ids=special,
+            is_continuation=np.array([t.startswith("##") for t in tokens], dtype=bool),
+            replacement_ids=replacement,
+        )
+
+    @classmethod
+    def from_vocab_file(cls, path: str) -> "VocabInfo":
+        from bert_jax.data.vocab import read_vocab  # validates the file and names the problem
+
+        return cls.from_tokens(read_vocab(path))
+
+
+def num_to_predict(num_maskable: np.ndarray | int, config: MaskingConfig) -> np.ndarray:
+    """min(max_predictions, max(1, round(masked_lm_prob * maskable))), never more than there is to mask."""
+    num_maskable = np.asarray(num_maskable, dtype=np.int64)
+    # np.rint rounds half to even, exactly as Python's round() that the original uses.
+    budget = np.minimum(config.max_predictions, np.maximum(1, np.rint(config.masked_lm_prob * num_maskable)))
+    return np.minimum(budget, num_maskable).astype(np.int64)
+
+
+class _StreamDrawer:
+    """Draws the per-example uniform blocks from Philox keyed by (seed, index), counter at the epoch.
+
+    Re-seating one bit generator's state is ~4x cheaper than constructing a Generator per example.
+    """
+
+    def __init__(self, seed: int) -> None:
+        if not 0 <= int(seed) < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        self._bit_generator = np.random.Philox(key=0)
+        self._key = np.array([int(seed), 0], dtype=np.uint64)
+        self._counter = np.zeros(4, dtype=np.uint64)
+        self._empty_buffer = np.zeros(4, dtype=np.uint64)
+
+    def uniforms(self, epoch: int, index: int, count: int) -> np.ndarray:
+        if index < 0 or epoch < 0:
+            raise ValueError(f"example index and epoch must be >= 0, got index={index}, epoch={epoch}")
+        self._key[1] = index
+        # Counter words 0-1 advance with each draw; word 2 holds the epoch, so the epochs' streams are 2**128
+        # draws apart and never overlap.
+        self._counter[2] = epoch
+        self._bit_generator.state = {
+            "bit_generator": "Philox",
+            "state": {"counter": self._counter, "key": self._key},
+            "buffer": self._empty_buffer,
+            "buffer_pos": 4,
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
+        return (self._bit_generator.random_raw(count) >> np.uint64(11)) * _UINT64_TO_UNIT
+
+
+def _as_row_values(values: int | Sequence[int] | np.ndarray, batch_size: int, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.int64)
+    if array.ndim == 0:
+        return np.full(batch_size, int(array), dtype=np.int64)
+    if array.shape != (batch_size,):
+        raise ValueError(f"{name} must be a scalar or have one value per example ({batch_size}), got {array.shape}")
+    return array
+
+
+def _choose_tokens(priority: np.ndarray, budget: np.ndarray, max_predictions: int) -> np.ndarray:
+    """Marks the `budget` lowest-priority maskable positions of each row (uniform without replacement)."""
+    batch_size, seq_len = priority.shape
+    width = min(max_predictions, seq_len)
+    lowest = np.argpartition(priority, width - 1, axis=1)[:, :width] if width < seq_len else np.argsort(
+        priority, axis=1
+    )
+    lowest_priorities = np.take_along_axis(priority, lowest, axis=1)
+    lowest = np.take_along_axis(lowest, np.argsort(lowest_priorities, axis=1, kind="stable"), axis=1)[:, :width]
+    chosen = np.zeros((batch_size, seq_len), dtype=bool)
+    rows = np.arange(batch_size)[:, None]
+    chosen[rows, lowest] = np.arange(width)[None, :] < budget[:, None]
+    return chosen
+
+
+def _choose_whole_words(
+    priority: np.ndarray, maskable: np.ndarray, continuation: np.ndarray, budget: np.ndarray
+) -> np.ndarray:
+    """Whole-word selection as the original: words in random order, a word that would overshoot is skipped.
+
+    A word is a maskable token plus the maskable `##` tokens right after it; a `##` token after [CLS]/[SEP]
+    starts a word of its own, so a word never spans segments. The word's priority is its first token's.
+    """
+    batch_size, seq_len = priority.shape
+    previous_maskable = np.zeros_like(maskable)
+    previous_maskable[:, 1:] = maskable[:, :-1]
+    starts = maskable & ~(continuation & previous_maskable)
+    word_id = np.cumsum(starts, axis=1) - 1  # meaningful on maskable positions only
+    flat_word = (np.arange(batch_size)[:, None] * seq_len + np.maximum(word_id, 0))[maskable]
+    word_length = np.bincount(flat_word, minlength=batch_size * seq_len).reshape(batch_size, seq_len)
+    order = np.argsort(np.where(starts, priority, _NOT_MASKABLE), axis=1, kind="stable")
+    num_words = starts.sum(axis=1)
+    rows = np.arange(batch_size)
+    taken = np.zeros(batch_size, dtype=np.int64)
+    word_accepted = np.zeros((batch_size, seq_len), dtype=bool)
+    for rank in range(int(num_words.max(initial=0))):
+        start = order[:, rank]
+        length = word_length[rows, np.maximum(word_id[rows, start], 0)]
+        # len(masked) >= budget: stop; len(masked) + len(word) > budget: skip this word (original semantics).
+        accept = (rank < num_words) & (taken < budget) & (taken + length <= budget)
+        word_accepted[rows, word_id[rows, start]] |= accept
+        taken += np.where(accept, length, 0)
+        if not np.any((rank + 1 < num_words) & (taken < budget)):
+            break
+    return maskable & np.take_along_axis(word_accepted, np.maximum(word_id, 0), axis=1)
+
+
+def mask_batch(
+    examples: Sequence[records.PairExample],
+    *,
+    max_seq_length: int,
+    config: MaskingConfig,
+    vocab: VocabInfo,
+    seed: int,
+    epochs: int | Sequence[int] | np.ndarray,
+    indices: Sequence[int] | np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Masks and pads a list of examples into one batch of the batch contract (see DESIGN.md).
+
+    `indices` are the examples' global record indices and `epochs` the epoch each was drawn in (a scalar or one
+    per example); with `config.static` the epoch is ignored. Row i equals `mask_example(examples[i], ...)`.
+    """
+    batch_size, seq_len, max_predictions = len(examples), max_seq_length, config.max_predictions
+    indices = _as_row_values(indices, batch_size, "indices")
+    epochs = _as_row_values(0 if config.static else epochs, batch_size, "epochs")
+
+    original_ids = np.zeros((batch_size, seq_len), dtype=np.int32)
+    segment_ids = np.zeros((batch_size, seq_len), dtype=np.int32)
+    lengths = np.zeros(batch_size, dtype=np.int64)
+    next_sentence_labels = np.zeros(batch_size, dtype=np.int32)
+    uniforms = np.ones((3, batch_size, seq_len), dtype=np.float64)
+    drawer = _StreamDrawer(seed)
+    for row, example in enumerate(examples):
+        length = len(example.input_ids)
+        if length > seq_len:
+            raise ValueError(
+                f"example {int(indices[row])} has {length} tokens, more than max_seq_length={seq_len}: read the "
+                f"seq_{seq_len} directory built for this length (python -m bert_jax.data.build --max_seq_length)"
+            )
+        original_ids[row, :length] = example.input_ids
+        segment_ids[row, example.len_a + 2 : length] = 1
+        lengths[row] = length
+        next_sentence_labels[row] = example.next_sentence_label
+        uniforms[:, row, :length] = drawer.uniforms(int(epochs[row]), int(indices[row]), 3 * length).reshape(3, length)
+    priority_u, action_u, replacement_u = uniforms
+
+    in_sequence = np.arange(seq_len)[None, :] < lengths[:, None]
+    maskable = in_sequence & (original_ids != vocab.cls_id) & (original_ids != vocab.sep_id)
+    maskable &= original_ids != vocab.pad_id
+    budget = num_to_predict(maskable.sum(axis=1), config)
+    priority = np.where(maskable, priority_u, _NOT_MASKABLE)
+    if config.whole_word:
+        chosen = _choose_whole_words(priority, maskable, vocab.is_continuation[original_ids], budget)
+    else:
+        chosen = _choose_tokens(priority, budget, max_predictions)
+
+    show_mask = chosen & (action_u < config.mask_token_prob)
+    show_random = chosen & ~show_mask & (action_u < config.mask_token_prob + config.random_token_prob)
+    replacement_slot = np.minimum(
+        (replacement_u * len(vocab.replacement_ids)).astype(np.int64), len(vocab.replacement_ids) - 1
+    )
+    input_ids = np.where(show_mask, vocab.mask_id, original_ids)
+    input_ids = np.where(show_random, vocab.replacement_ids[replacement_slot], input_ids).astype(np.int32)
+
+    # Row-major nonzero lists each row's positions in increasing order: the sorted-positions contract.
+    rows, positions = np.nonzero(chosen)
+    slots = (np.cumsum(chosen, axis=1) - 1)[rows, positions]
+    masked_lm_positions = np.zeros((batch_size, max_predictions), dtype=np.int32)
+    masked_lm_ids = np.zeros((batch_size, max_predictions), dtype=np.int32)
+    masked_lm_weights = np.zeros((batch_size, max_predictions), dtype=np.float32)
+    masked_lm_positions[rows, slots] = positions
+    masked_lm_ids[rows, slots] = original_ids[rows, positions]
+    masked_lm_weights[rows, slots] = 1.0
+    return {
+        "input_ids": input_ids,
+        "input_mask": in_sequence.astype(np.int32),
+        "segment_ids": segment_ids,
+        "masked_lm_positions": masked_lm_positions,
+        "masked_lm_ids": masked_lm_ids,
+        "masked_lm_weights": masked_lm_weights,
+        "next_sentence_labels": next_sentence_labels,
+    }
+
+
+def mask_example(
+    example: records.PairExample,
+    *,
+    max_seq_length: int,
+    config: MaskingConfig,
+    vocab: VocabInfo,
+    seed: int,
+    epoch: int,
+    index: int,
+) -> dict[str, np.ndarray]:
+    """One masked, padded example: [S] and [P] arrays and a scalar `next_sentence_labels`."""
+    batch = mask_batch(
+        [example], max_seq_length=max_seq_length, config=config, vocab=vocab, seed=seed, epochs=epoch,
+        indices=[index],
+    )
+    return {name: value[0] for name, value in batch.items()}
