@@ -17,6 +17,7 @@ from flax import nnx
 
 from bert_jax import hf
 from bert_jax.configuration import ConfigError, load_config, model_config
+from bert_jax.data.sources import InputError
 from bert_jax.model import BertForPreTraining
 
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if vocab is not None and not Path(vocab).is_file():
             raise hf.CheckpointError(f"vocab file {vocab} not found; pass --vocab PATH/vocab.txt")
         written = hf.export_pretrained(model, args.output, vocab_file=vocab, force=args.force)
-    except (ConfigError, hf.CheckpointError) as e:
+    except (ConfigError, hf.CheckpointError, InputError) as e:
         print(f"export: error: {e}", file=sys.stderr)
         return 2
     print(f"exported {', '.join(p.name for p in written)} to {Path(args.output).resolve()}")

@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tokenizers
 from flax import nnx
 
 from bert_jax import hf
+from bert_jax.data.sources import InputError
 from bert_jax.data.vocab import MASK, PAD, load_tokenizer
 
 
@@ -41,7 +41,7 @@ def load_model_tokenizer(model_dir: str | Path) -> tuple[tokenizers.Tokenizer, b
     config_path = model_dir / "tokenizer_config.json"
     tokenizer_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     if (model_dir / "vocab.txt").is_file():
-        tokenizer = load_tokenizer(str(model_dir / "vocab.txt"), bool(tokenizer_config.get("do_lower_case", False)))
+        tokenizer = load_tokenizer(str(model_dir / "vocab.txt"))  # casing from the directory's tokenizer_config.json
     elif (model_dir / "tokenizer.json").is_file():
         tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         tokenizer.no_padding()
@@ -113,7 +113,9 @@ class FillMask:
         single_mask = len(mask_positions) == 1
         results = []
         for position in mask_positions:
-            probs = np.asarray(jax.nn.softmax(jnp.asarray(logits_SxV[position])))
+            logits_V = logits_SxV[position].astype(np.float64)
+            probs = np.exp(logits_V - logits_V.max())
+            probs /= probs.sum()
             best = np.argsort(-probs, kind="stable")[:top_k]
             row = []
             for token in best:
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fill_mask = FillMask(args.model)
         results = fill_mask(args.texts, top_k=args.top_k)
-    except (FillMaskError, hf.CheckpointError) as e:
+    except (FillMaskError, hf.CheckpointError, InputError) as e:
         print(f"fill_mask: error: {e}", file=sys.stderr)
         return 2
     for result in results:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +20,8 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from bert_jax import fileio
+from bert_jax.data.vocab import is_lowercase_vocab
 from bert_jax.model import BertConfig, BertForPreTraining
 
 SAFETENSORS_FILE = "model.safetensors"
@@ -165,33 +166,6 @@ def _check_output_dir(output_dir: Path, force: bool) -> Path:
     return output_dir.resolve()
 
 
-def _write_atomic(output_dir: Path, name: str, write: Callable[[str], None]) -> Path:
-    """Writes `output_dir/name` through a temporary file in the same directory and `os.replace`.
-
-    Replacing (rather than opening the existing path) means a symlink planted at `name` is replaced, never followed,
-    so nothing outside the output directory can be written.
-    """
-    assert os.sep not in name and name not in ("", ".", "..")
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=output_dir)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, output_dir / name)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return output_dir / name
-
-
-def _write_text(output_dir: Path, name: str, text: str) -> Path:
-    def write(path):
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    return _write_atomic(output_dir, name, write)
-
-
 def tokenizer_config_dict(lowercase: bool) -> dict:
     return {
         "tokenizer_class": "BertTokenizer",
@@ -218,8 +192,9 @@ def export_pretrained(
     """
     output_dir = _check_output_dir(Path(output_dir), force)
     tensors = to_hf_state_dict(model)
-    written = [_write_atomic(output_dir, SAFETENSORS_FILE, lambda p: save_file(tensors, p, metadata={"format": "pt"}))]
-    written.append(_write_text(output_dir, "config.json", json.dumps(hf_config_dict(model.config), indent=2) + "\n"))
+    # fileio replaces (never follows) a symlink planted at one of these names, so nothing outside output_dir is written.
+    written = [fileio.write_atomic(output_dir / SAFETENSORS_FILE, lambda p: save_file(tensors, p, metadata={"format": "pt"}))]
+    written.append(fileio.write_json(output_dir / "config.json", hf_config_dict(model.config), indent=2))
     if vocab_file is not None:
         vocab_file = Path(vocab_file)
         vocab_text = vocab_file.read_text(encoding="utf-8")
@@ -230,20 +205,11 @@ def export_pretrained(
                 "pass the vocab the model was trained with"
             )
         if lowercase is None:
-            lowercase = _vocab_lowercase(vocab_file)
-        written.append(_write_text(output_dir, "vocab.txt", vocab_text))
-        written.append(
-            _write_text(output_dir, "tokenizer_config.json", json.dumps(tokenizer_config_dict(lowercase), indent=2) + "\n")
-        )
-        written.append(_write_text(output_dir, "special_tokens_map.json", json.dumps(SPECIAL_TOKENS, indent=2) + "\n"))
+            lowercase = is_lowercase_vocab(str(vocab_file))
+        written.append(fileio.write_text(output_dir / "vocab.txt", vocab_text))
+        written.append(fileio.write_json(output_dir / "tokenizer_config.json", tokenizer_config_dict(lowercase), indent=2))
+        written.append(fileio.write_json(output_dir / "special_tokens_map.json", SPECIAL_TOKENS, indent=2))
     return written
-
-
-def _vocab_lowercase(vocab_file: Path) -> bool:
-    config_file = vocab_file.parent / "tokenizer_config.json"
-    if config_file.is_file():
-        return bool(json.loads(config_file.read_text(encoding="utf-8")).get("do_lower_case", False))
-    return False
 
 
 # ----------------------------------------------------------------------------------------------------- import
@@ -393,7 +359,3 @@ def load_pretrained(
     if not report.loaded:
         raise CheckpointError(f"no BERT tensor names found in {model_dir}: is it a BERT checkpoint?")
     return model, report
-
-
-def exported_names(config: BertConfig) -> Iterable[str]:
-    return [e.hf for e in _name_map(config)]

@@ -81,9 +81,7 @@ def train_step(
             (micro_loss, micro_sums), micro_grads = grad_fn(state.params, micro_batch, jax.random.fold_in(step_key, index))
             return jax.tree.map(jnp.add, carry, (micro_loss, micro_sums, micro_grads)), None
 
-        zeros = jax.tree.map(
-            jnp.zeros_like, (jnp.zeros((), jnp.float32), jax.eval_shape(lambda: _zero_sums()), state.params)
-        )
+        zeros = (jnp.zeros((), jnp.float32), _zero_sums(), jax.tree.map(jnp.zeros_like, state.params))
         (loss, sums, grads), _ = jax.lax.scan(
             accumulate, zeros, (jnp.arange(grad_accum_steps), micro_batches)
         )

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 import transformers
 
 from bert_jax import fill_mask, hf

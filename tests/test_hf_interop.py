@@ -164,3 +164,13 @@ def test_config_json_errors_are_clear(tmp_path):
     (tmp_path / "config.json").write_text('{"hidden_size": ')
     with pytest.raises(hf.CheckpointError, match="line 1"):
         hf.load_pretrained(tmp_path)
+
+
+def test_export_cli_reports_a_broken_vocab_config(tmp_path, capsys):
+    from bert_jax import export
+
+    vocab = write_vocab(tmp_path / "vocab", 4096)
+    (tmp_path / "vocab" / "tokenizer_config.json").write_text("{not json")
+    code = export.main(["--config", "configs/base_cased.py:tiny", "--vocab", str(vocab), "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert "tokenizer_config.json:1: invalid JSON" in capsys.readouterr().err

@@ -42,6 +42,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
+from bert_jax import fileio
 from bert_jax.data import records, sources, vocab
 from bert_jax.data.pairs import (PAIR_COUNTERS, RandomNextWindow, TokenizedDocument, create_pairs_from_document,
                                  document_rng)
@@ -67,7 +68,6 @@ OUTPUT_WRITER_OPTIONS = "group_size:1,uncompressed"
 # Part files are only read back sequentially by the merge, so they group records (cheaper to write and read).
 PART_WRITER_OPTIONS = "group_size:1024,uncompressed"
 # A temporary file: a leftover of an interrupted build, removed when the build starts again.
-TEMPORARY_SUFFIX = ".tmp"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,34 +131,10 @@ def output_shard_path(output_dir: str, length: int, split: str, shard: int, num_
     return os.path.join(output_dir, f"seq_{length}", f"{split}-{shard:05d}-of-{num_shards:05d}.array_record")
 
 
-def _temporary(path: str) -> str:
-    directory, name = os.path.split(path)
-    return os.path.join(directory, f".{name}.{os.getpid()}{TEMPORARY_SUFFIX}")
-
-
-def _fsync_and_replace(temporary_path: str, path: str) -> None:
-    with open(temporary_path, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(temporary_path, path)
-    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a crash
-    finally:
-        os.close(directory)
-
-
-def _write_json_atomically(path: str, data: Any) -> None:
-    temporary_path = _temporary(path)
-    with open(temporary_path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write("\n")
-    _fsync_and_replace(temporary_path, path)
-
-
 def _remove_temporaries(output_dir: str) -> None:
     for directory, _, names in os.walk(output_dir):
         for name in names:
-            if name.startswith(".") and name.endswith(TEMPORARY_SUFFIX):
+            if fileio.is_temporary(name):
                 os.remove(os.path.join(directory, name))
 
 
@@ -237,7 +213,7 @@ class _PartBuilder:
         for length in self.config.max_seq_lengths:
             for split in SPLITS:
                 path = _part_records_path(task.output_dir, task.index, length, split)
-                temporary_path = _temporary(path)
+                temporary_path = fileio.temporary_path(path)
                 self.writers[(length, split)] = (ArrayRecordWriter(temporary_path, PART_WRITER_OPTIONS),
                                                  temporary_path, path)
 
@@ -268,7 +244,7 @@ class _PartBuilder:
             self._make_pairs(split, self.windows[split].drain())
         for writer, temporary_path, path in self.writers.values():
             writer.close()
-            _fsync_and_replace(temporary_path, path)
+            fileio.commit(temporary_path, path)
         return self._stats()
 
     def _make_pairs(self, split: str, ready: Iterator[tuple[TokenizedDocument, Sequence[TokenizedDocument]]]
@@ -334,7 +310,7 @@ def build_part(task: PartTask) -> dict[str, Any]:
     stats = builder.finish()
     stats["source"] = source_stats.to_dict()
     stats["source_notes"] = {name: list(notes) for name, notes in sorted(source_stats.notes.items())}
-    _write_json_atomically(_part_stats_path(task.output_dir, task.index), stats)
+    fileio.write_json(_part_stats_path(task.output_dir, task.index), stats, indent=1, sort_keys=True)
     return stats
 
 
@@ -459,7 +435,7 @@ def _parts_feeding(output: _OutputShard, part_stats: list[dict[str, Any]]) -> li
 
 def _write_output_shard(output_dir: str, output: _OutputShard, part_stats: list[dict[str, Any]]) -> None:
     os.makedirs(os.path.dirname(output.path), exist_ok=True)
-    temporary_path = _temporary(output.path)
+    temporary_path = fileio.temporary_path(output.path)
     writer = ArrayRecordWriter(temporary_path, OUTPUT_WRITER_OPTIONS)
     for index, first, end in _parts_feeding(output, part_stats):
         reader = ArrayRecordReader(_part_records_path(output_dir, index, output.length, output.split))
@@ -468,7 +444,7 @@ def _write_output_shard(output_dir: str, output: _OutputShard, part_stats: list[
                 writer.write(record)
         reader.close()
     writer.close()
-    _fsync_and_replace(temporary_path, output.path)
+    fileio.commit(temporary_path, output.path)
 
 
 def _sum_counters(dicts: Iterable[dict[str, int]], maximum_keys: tuple[str, ...] = ()) -> dict[str, int]:
@@ -549,7 +525,7 @@ def _check_config(output_dir: str, config: BuildConfig, shards: Sequence[sources
     # The shard list is part of the identity: a glob that now matches other files is another build.
     current = json.loads(json.dumps({**config.to_json(), "input_shards": [shard.name for shard in shards]}))
     if not os.path.exists(path):
-        _write_json_atomically(path, current)
+        fileio.write_json(path, current, indent=1, sort_keys=True)
         return
     with open(path, encoding="utf-8") as f:
         previous = json.load(f)
@@ -625,7 +601,7 @@ def build(config: BuildConfig, output_dir: str, workers: int = 1) -> BuildReport
 
     stats = summarize(config, part_stats, outputs)
     vocab.write_vocab_dir(vocab_tokens, output_dir, lowercase=config.lowercase)
-    _write_json_atomically(os.path.join(output_dir, STATS), stats)
+    fileio.write_json(os.path.join(output_dir, STATS), stats, indent=1, sort_keys=True)
     # The examples now live in the output shards; the part stats stay (they are small and make resumes exact).
     for index in range(len(shards)):
         part_directory = os.path.dirname(_part_records_path(output_dir, index, 0, "train"))

@@ -28,6 +28,7 @@ import tokenizers
 from tokenizers import decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
 
+from bert_jax import fileio
 from bert_jax.data.sources import InputError, InputShard, SourceStats, list_input_shards
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -115,7 +116,7 @@ def write_vocab_dir(tokens: list[str], output_dir: str, *, lowercase: bool) -> s
     """Writes `output_dir/vocab.txt` and an HF `tokenizer_config.json`; returns the vocab path."""
     os.makedirs(output_dir, exist_ok=True)
     vocab_path = os.path.join(output_dir, VOCAB_FILE)
-    _write_atomically(vocab_path, "".join(token + "\n" for token in tokens))
+    fileio.write_text(vocab_path, "".join(token + "\n" for token in tokens))
     config = {
         "do_lower_case": lowercase,
         "tokenize_chinese_chars": True,
@@ -128,16 +129,9 @@ def write_vocab_dir(tokens: list[str], output_dir: str, *, lowercase: bool) -> s
         "tokenizer_class": "BertTokenizer",
         "model_max_length": 512,
     }
-    _write_atomically(os.path.join(output_dir, TOKENIZER_CONFIG), json.dumps(config, indent=2) + "\n")
+    fileio.write_text(os.path.join(output_dir, TOKENIZER_CONFIG), json.dumps(config, indent=2) + "\n")
     read_vocab(vocab_path)  # the file we wrote must satisfy our own contract
     return vocab_path
-
-
-def _write_atomically(path: str, text: str) -> None:
-    temporary_path = path + ".tmp"
-    with open(temporary_path, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(temporary_path, path)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""Atomic file writes: a temporary file in the target's directory, fsync, `os.replace`, fsync of the directory.
+
+One mechanism for every writer (exports, vocab, built shards, stats), so an interrupted process never leaves a
+half-written file under a final name, and a symlink planted at a final name is replaced, never followed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+# Temporary names are `.{name}.{pid}.tmp`: hidden, per process, and recognisable for clean-up after a crash.
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def temporary_path(path: str | os.PathLike) -> str:
+    """A fresh, exclusively created temporary file next to `path` (any stale file or link of that name is removed)."""
+    directory, name = os.path.split(os.fspath(path))
+    temporary = os.path.join(directory, f".{name}.{os.getpid()}{TEMPORARY_SUFFIX}")
+    if os.path.lexists(temporary):
+        os.unlink(temporary)  # unlinks a planted symlink itself, never its target
+    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    return temporary
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)
+
+
+def commit(temporary: str, path: str | os.PathLike) -> None:
+    """Makes a finished temporary file durable and moves it to its final name."""
+    with open(temporary, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+    directory = os.open(os.path.dirname(os.fspath(path)) or ".", os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    finally:
+        os.close(directory)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Calls `write(temporary)` then commits it to `path`; the temporary is removed if writing fails."""
+    temporary = temporary_path(path)
+    try:
+        write(temporary)
+        commit(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    def write(temporary):
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return write_atomic(path, write)
+
+
+def write_json(path: str | os.PathLike, data: Any, **dump_options) -> Path:
+    return write_text(path, json.dumps(data, **dump_options) + "\n")
