@@ -57,6 +57,17 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return path, (arg if sep else None)
 
 
+def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`--config.FIELD=VALUE` arguments (ml_collections `config_flags` style) apart from the rest, as FIELD=VALUE."""
+    rest, overrides = [], []
+    for arg in argv:
+        if arg.startswith("--config."):
+            overrides.append(arg[len("--config."):])
+        else:
+            rest.append(arg)
+    return rest, overrides
+
+
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """Loads `path[:arg]`, applies `FIELD=VALUE` overrides, validates, and locks the config."""
     path, arg = split_spec(spec)
@@ -145,7 +156,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         model_config(config)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model: {e}") from None
-    for name in ("batch_size", "train_steps", "log_every", "eval_every", "checkpoint_every"):
+    for name in ("batch_size", "train_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                 "max_nonfinite_steps"):
         if config[name] <= 0:
             raise ConfigError(f"{name} must be positive; got {config[name]}")
     if not config.phases:

@@ -2,6 +2,7 @@
 
     python -m bert_jax.export --config configs/base_cased.py:tiny --init random --output DIR
     python -m bert_jax.export --init hf:SOME_HF_DIR --output DIR      # re-export / convert an HF checkpoint
+    python -m bert_jax.export --workdir RUN [--step N] --output DIR   # a training run's latest (or given) checkpoint
 
 The output loads with `transformers.BertForPreTraining.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`.
 Export writes only its own files inside DIR and refuses a non-empty DIR unless --force.
@@ -10,31 +11,49 @@ Export writes only its own files inside DIR and refuses a non-empty DIR unless -
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from flax import nnx
 
-from bert_jax import hf
-from bert_jax.configuration import ConfigError, load_config, model_config
+from bert_jax import checkpointing, hf
+from bert_jax.configuration import ConfigError, load_config, model_config, split_config_overrides
 from bert_jax.data.sources import InputError
 from bert_jax.model import BertForPreTraining
 
 
-def _split_config_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """`--config.FIELD=VALUE` arguments (ml_collections style) apart from the rest."""
-    rest, overrides = [], []
-    for arg in argv:
-        if arg.startswith("--config."):
-            overrides.append(arg[len("--config.") :])
-        else:
-            rest.append(arg)
-    return rest, overrides
+def load_from_workdir(workdir: str, step: int | None = None):
+    """The model of a run's checkpoint (parameters only) -> (model, vocab file or None, lowercase, step)."""
+    import jax
+    import ml_collections
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    if not checkpointing.checkpoint_dir(workdir).exists():
+        raise checkpointing.CheckpointError(f"{workdir} holds no checkpoints/ directory: is it a training --workdir?")
+    manager = checkpointing.make_manager(workdir, keep=1, read_only=True)
+    available = manager.all_steps()
+    if not available:
+        raise checkpointing.CheckpointError(f"{checkpointing.checkpoint_dir(workdir)} holds no complete checkpoint")
+    step = max(available) if step is None else step
+    if step not in available:
+        raise checkpointing.CheckpointError(f"no checkpoint for step {step} in {workdir}; available: {sorted(available)}")
+    saved = checkpointing.read_metadata(manager, step)
+    config = ml_collections.ConfigDict(saved["config"])
+    abstract = nnx.eval_shape(lambda: BertForPreTraining(model_config(config), rngs=nnx.Rngs(0)))
+    graphdef, abstract_params = nnx.split(abstract, nnx.Param)
+    one_device = NamedSharding(jax.sharding.Mesh(jax.devices()[:1], ("replica",)), PartitionSpec())
+    shardings = jax.tree.map(lambda _: one_device, abstract_params)
+    params = checkpointing.restore_params(manager, step, abstract_params, shardings)
+    manager.close()
+    vocab = next((str(p) for p in (Path(config.data.vocab_file), Path(config.data.dir) / "vocab.txt") if p.is_file()),
+                 None)
+    return nnx.merge(graphdef, params), vocab, bool(config.data.lowercase), step
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    argv, overrides = _split_config_overrides(argv)
+    argv, overrides = split_config_overrides(argv)
     parser = argparse.ArgumentParser(
         prog="python -m bert_jax.export",
         description="Export BERT weights to a Hugging Face directory. Extra --config.FIELD=VALUE arguments "
@@ -48,11 +67,21 @@ def main(argv: list[str] | None = None) -> int:
         help="'random' (a freshly initialised model of --config, seeded by config.seed) or 'hf:DIR' "
         "(an HF safetensors checkpoint); default %(default)s",
     )
+    parser.add_argument("--workdir", default=None,
+                        help="export a training run's checkpoint (its saved config is used; --config/--init ignored)")
+    parser.add_argument("--step", type=int, default=None, help="with --workdir: the checkpoint step (default latest)")
     parser.add_argument("--vocab", default=None, help="vocab.txt to ship with the model (default: config.data.vocab_file)")
     parser.add_argument("--force", action="store_true", help="overwrite the export files in a non-empty --output")
     args = parser.parse_args(argv)
+    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on read-only checkpoint directories
     try:
-        if args.init == "random":
+        if args.workdir is not None:
+            model, vocab, lowercase, step = load_from_workdir(args.workdir, args.step)
+            vocab = args.vocab or vocab
+            print(f"exporting step {step} of {args.workdir}", file=sys.stderr)
+        elif args.step is not None:
+            parser.error("--step needs --workdir")
+        elif args.init == "random":
             config = load_config(args.config, overrides)
             model = BertForPreTraining(model_config(config), rngs=nnx.Rngs(config.seed))
             vocab = args.vocab or config.data.vocab_file
@@ -65,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--init must be 'random' or 'hf:DIR', got {args.init!r}")
         if vocab is not None and not Path(vocab).is_file():
             raise hf.CheckpointError(f"vocab file {vocab} not found; pass --vocab PATH/vocab.txt")
-        written = hf.export_pretrained(model, args.output, vocab_file=vocab, force=args.force)
-    except (ConfigError, hf.CheckpointError, InputError) as e:
+        written = hf.export_pretrained(model, args.output, vocab_file=vocab, force=args.force,
+                                       **({"lowercase": lowercase} if args.workdir is not None else {}))
+    except (ConfigError, hf.CheckpointError, InputError, checkpointing.CheckpointError) as e:
         print(f"export: error: {e}", file=sys.stderr)
         return 2
     print(f"exported {', '.join(p.name for p in written)} to {Path(args.output).resolve()}")

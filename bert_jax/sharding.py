@@ -1,8 +1,13 @@
 """The device mesh, the logical-axis rules table, and the shardings of parameters, optimizer state and batches.
 
 Model code names logical axes only (`logical_axes` metadata on every parameter); this table is the one place that
-says which mesh axis each of them is split over. Data parallelism uses `data` and `fsdp` for the batch; `fsdp` also
+says which mesh axis each of them is split over. Data parallelism uses `fsdp` and `data` for the batch; `fsdp` also
 splits parameters and optimizer state (ZeRO-3 style), `tensor` splits heads, the MLP and the vocabulary.
+
+The batch is split over (`fsdp`, `data`) in that order, `fsdp` major, on purpose: XLA's SPMD partitioner (jax/jaxlib
+0.10.2) permutes rows of a dot whose left operand's rows are split over two mesh axes when the right operand's output
+dimension is split over the *minor* one of them and the contraction over a third (`scripts/repro_fsdp_tensor.py`).
+Parameters only ever use `fsdp` and `tensor`, so with `fsdp` major no weight can meet that pattern.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 MESH_AXES = ("data", "fsdp", "tensor")
 
 LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", ("data", "fsdp")),
+    ("batch", ("fsdp", "data")),  # fsdp major: see the module docstring before reordering
     ("embed", "fsdp"),
     ("vocab", "tensor"),
     ("heads", "tensor"),
@@ -116,6 +121,17 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     """Batches are split over every data-parallel axis on their first dimension."""
     batch_axes = tuple(a for a in dict(LOGICAL_AXIS_RULES)["batch"] if mesh.shape[a] > 1) or None
     return NamedSharding(mesh, PartitionSpec(batch_axes, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+# Every batch field is split over the data axes on its first dimension, whatever its rank; a prefix PartitionSpec
+# covers [B], [B, S] and [B, P] alike, so one sharding serves any batch dict (train batches and eval batches, which
+# add `example_weights`).
+def batch_shardings(mesh: Mesh) -> NamedSharding:
+    return batch_sharding(mesh, 1)
 
 
 def global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

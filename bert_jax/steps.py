@@ -103,6 +103,7 @@ def train_step(
         grad_norm=grad_norm,
         learning_rate=schedule(state.step),
         nonfinite=(~finite).astype(jnp.int32),
+        nonfinite_streak=new_state.nonfinite_streak,
     )
     return new_state, metrics
 
@@ -115,3 +116,30 @@ def _zero_sums():
 def eval_step(params, batch: dict[str, jax.Array], *, graphdef) -> dict[str, jax.Array]:
     """Sums and counts of both heads without dropout; padded eval examples carry `example_weights` 0."""
     return _forward_sums(graphdef, params, batch, deterministic=True)
+
+
+def jit_train_step(*, graphdef, optimizer, schedule, seed: int, grad_accum_steps: int, state_shardings, mesh):
+    """The train step as it runs everywhere (trainer, benchmark, compile-ahead): `jax.jit` with the state's
+    shardings in and out, the batch split over the data axes, metrics replicated, and the old state donated."""
+    from bert_jax import sharding  # local: steps stays importable without mesh helpers
+
+    step = functools.partial(
+        train_step, graphdef=graphdef, optimizer=optimizer, schedule=schedule, seed=seed,
+        grad_accum_steps=grad_accum_steps,
+    )
+    return jax.jit(
+        step,
+        in_shardings=(state_shardings, sharding.batch_shardings(mesh)),
+        out_shardings=(state_shardings, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def jit_eval_step(*, graphdef, param_shardings, mesh):
+    from bert_jax import sharding
+
+    return jax.jit(
+        functools.partial(eval_step, graphdef=graphdef),
+        in_shardings=(param_shardings, sharding.batch_shardings(mesh)),
+        out_shardings=sharding.replicated(mesh),
+    )

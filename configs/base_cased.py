@@ -42,6 +42,7 @@ def get_config(arg=None):
     data.whole_word_masking = False  # mask all pieces of a word together
     data.static_masking = False  # True fixes each example's mask across epochs, as the original's offline masking
     data.worker_count = 2  # grain worker processes per host for masking and batching
+    data.build_from = ""  # corpus glob to build data.dir from when it is missing ("" = it must exist)
 
     config.batch_size = 256  # global batch (sequences per step over all hosts)
     config.train_steps = 1_000_000  # total optimizer steps over all phases
@@ -64,7 +65,7 @@ def get_config(arg=None):
     opt.grad_accum_steps = 1  # micro-batches per step when the global batch does not fit
 
     config.mesh = mesh = ml_collections.ConfigDict()
-    mesh.data = 16  # data-parallel replicas (16 chips: a v4-16 slice or v5e-16), -1 = all remaining devices
+    mesh.data = 16  # data-parallel replicas (16 chips: a v4-32 or v5litepod-16 slice), -1 = all remaining devices
     mesh.fsdp = 1  # parameter/optimizer-state sharding ways
     mesh.tensor = 1  # tensor (heads / mlp) parallel ways
 
@@ -74,6 +75,11 @@ def get_config(arg=None):
     config.eval_steps = 100  # batches per evaluation
     config.checkpoint_every = 10_000  # steps between checkpoints
     config.keep_checkpoints = 3  # most recent checkpoints kept
+    config.max_nonfinite_steps = 10  # consecutive non-finite (skipped) steps that stop the run
+    config.peak_flops_per_device = 0.0  # FLOP/s for MFU (e.g. 197e12 for v5e bf16); 0 = measure a matmul at start
+    config.profile_start_step = 10  # first step of the jax.profiler trace (when profile_steps > 0)
+    config.profile_steps = 0  # steps traced into WORKDIR/profile for TensorBoard; 0 = no trace
+    config.export_at_end = True  # write WORKDIR/export (Hugging Face safetensors directory) when training ends
 
     if uncased:
         data.dir = "data/built/base_uncased"
@@ -103,8 +109,14 @@ def get_config(arg=None):
         data.dir = "data/built/sample"
         data.vocab_file = "data/sample/vocab/vocab.txt"
         data.lowercase = False
+        data.build_from = "data/sample/corpus-*.txt"  # the bundled sample corpus, built on first use
         config.batch_size = 32
-        config.train_steps = 2000
+        config.train_steps = 1000
+        # Short sequences keep the demo to minutes on 2 CPU cores; both phases still run.
+        config.phases = [
+            ml_collections.ConfigDict(dict(max_seq_length=64, fraction=0.9, max_predictions=10)),
+            ml_collections.ConfigDict(dict(max_seq_length=128, fraction=0.1, max_predictions=20)),
+        ]
         opt.learning_rate = 1e-3
         opt.warmup_steps = 100
         mesh.data = -1

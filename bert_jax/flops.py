@@ -1,0 +1,67 @@
+"""Model FLOPs per trained token and the measured matmul peak of a device: the two halves of MFU.
+
+Training FLOPs per token (forward + backward, multiply-add = 2 FLOPs; see docs/bench_train_step.md for the derivation):
+
+    6 * N_encoder                           dense layers of the encoder, N_encoder = L * (4 D^2 + 2 D F)
+  + 12 * L * D * S                          attention scores QK^T and the weighted sum PV (S keys per query)
+  + 6 * (D^2 + D V) * P / S                 MLM head (transform + tied decoder) at the P gathered positions only
+  + 6 * (D^2 + 2 D) / S                     pooler and NSP head, once per sequence
+
+N counts matmul weights only: embedding lookups are gathers, not matmuls, and biases, LayerNorm, GELU, softmax and
+dropout are elementwise (a few FLOPs per activation, ~1-2% of the total; XLA counts them, this formula does not).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from bert_jax.model import DTYPES, BertConfig
+
+
+def encoder_matmul_params(model_config: BertConfig) -> int:
+    """N_encoder: weights of the encoder's dense layers (Q, K, V, attention output, intermediate, output)."""
+    d, f = model_config.hidden_size, model_config.intermediate_size
+    return model_config.num_hidden_layers * (4 * d * d + 2 * d * f)
+
+
+def flops_per_token(model_config: BertConfig, seq_len: int, max_predictions: int) -> float:
+    """Training (forward + backward) model FLOPs per input token at sequence length `seq_len` with the MLM head run
+    at `max_predictions` positions per sequence (padding slots included: the step computes them)."""
+    if seq_len <= 0 or max_predictions < 0:
+        raise ValueError(f"seq_len ({seq_len}) must be positive and max_predictions ({max_predictions}) >= 0")
+    d, v, layers = model_config.hidden_size, model_config.vocab_size, model_config.num_hidden_layers
+    encoder = 6 * encoder_matmul_params(model_config)
+    attention = 12 * layers * d * seq_len
+    mlm_head = 6 * (d * d + d * v) * max_predictions / seq_len
+    pooler_and_nsp = 6 * (d * d + 2 * d) / seq_len
+    return float(encoder + attention + mlm_head + pooler_and_nsp)
+
+
+def default_matmul_size(device: jax.Device) -> int:
+    """Big enough to keep every core's FMA units busy, small enough to time in seconds on a 2-core CPU."""
+    return 2048 if device.platform == "cpu" else 8192
+
+
+def measure_peak_flops(dtype: str = "float32", device: jax.Device | None = None, size: int | None = None,
+                       repeats: int = 7) -> float:
+    """Achieved FLOP/s of a square jitted matmul on `device`: compiled and warmed up, then the median of `repeats`
+    timed runs (each ended by `block_until_ready`), so it is the device's practical peak for the same XLA stack."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}")
+    device = device or jax.devices()[0]
+    size = size or default_matmul_size(device)
+    keys = jax.random.split(jax.random.key(0))
+    a = jax.device_put(jax.random.normal(keys[0], (size, size), DTYPES[dtype]), device)
+    b = jax.device_put(jax.random.normal(keys[1], (size, size), DTYPES[dtype]), device)
+    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+    jax.block_until_ready(matmul(a, b))  # warm-up: page in the buffers, spin up the thread pool
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(a, b))
+        times.append(time.perf_counter() - start)
+    return 2.0 * size**3 / statistics.median(times)
