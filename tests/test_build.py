@@ -281,3 +281,55 @@ def test_a_bad_shard_in_a_worker_process_is_a_clear_error(tmp_path, vocab_file, 
     (corpus / "records.jsonl").write_text('{"body": "A text under another field name."}\n')
     with pytest.raises(InputError, match="records.jsonl"):
         build.build(config_for([str(corpus)], vocab_file), str(tmp_path / "out"), workers=2)
+
+
+def encoder_sentences(seed: int = 0) -> list[str]:
+    """Unicode-heavy sentences, most built from repeated chunks so the cache is exercised across batches."""
+    from tests.test_vocab import UNICODE_TEXTS  # accents, CJK, control characters, [MASK] in text, long words
+
+    rng = random.Random(seed)
+    chunks = " ".join(UNICODE_TEXTS).split() + [
+        "x[MASK]y", "[mask]", "[MASK].", "(a)", "don't", "U.S.A.", "e\u0301", "\u0301", "\ufffd", "ﬁne", "İstanbul",
+        "ΣΑΣ", "ß", "a" * 47, "b" * 49, "c" * 101, "Hello,", "hello", "HELLO", "naïve", "東京", "ab東cd", "1,000.5"]
+    sentences = [rng.choice(UNICODE_TEXTS) for _ in range(20)]
+    sentences += [" ".join(rng.choice(chunks) for _ in range(rng.randint(1, 30))) for _ in range(300)]
+    # Whitespace that is not a single ASCII space: leading/trailing/double spaces (the per-sentence split) and
+    # tabs, NBSP, line separators (tokenized whole), and sentences without tokens.
+    sentences += ["  two  spaces ", "tab\there", "nbsp\u00a0here", "line\u2028sep", "", " ", "\u0301", "\x00"]
+    return sentences
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_cached_encoder_equals_the_tokenizer(vocab_file, lowercase):
+    tokenizer = vocab.load_tokenizer(vocab_file, lowercase=lowercase)
+    sentences = encoder_sentences()
+    expected = [tokenizer.encode(sentence, add_special_tokens=False).ids for sentence in sentences]
+    # A small cache, so that eviction happens; batches of several sizes, so hits come from earlier batches; a
+    # batch of printable sentences only (odd spaces and empty ones included), which is split in one call.
+    encoder = build.CachedSentenceEncoder(tokenizer, np.dtype("<u2"), max_entries=64)
+    printable = [i for i, sentence in enumerate(sentences) if sentence.isprintable()]
+    batches = [printable[-150:], list(range(len(sentences)))[::-1], list(range(7)), list(range(len(sentences)))]
+    for batch in batches:
+        token_ids, sentence_lengths = encoder.encode([sentences[i] for i in batch])
+        assert token_ids.dtype == np.dtype("<u2") and len(sentence_lengths) == len(batch)
+        assert sentence_lengths.sum() == len(token_ids)
+        got = np.split(token_ids, np.cumsum(sentence_lengths)[:-1])
+        assert [ids.tolist() for ids in got] == [expected[i] for i in batch]
+    assert encoder.sentences_whole >= 4 * 2  # tab, NBSP, line separator, NUL; in two batches
+    assert encoder.chunks_tokenized > 64  # evictions happened (more misses than the cache holds)
+    assert len(encoder._cache) <= 64 + 150 * 30  # bounded: what one batch uses, plus the cap
+    assert not any(len(chunk) > build.MAX_CACHED_CHUNK_CHARS for chunk in encoder._cache)
+
+
+def test_cached_encoder_with_another_pipeline_tokenizes_whole_sentences(vocab_file):
+    import tokenizers
+
+    tokenizer = vocab.load_tokenizer(vocab_file, lowercase=True)
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()  # not BERT's: the chunk argument is not made
+    encoder = build.CachedSentenceEncoder(tokenizer, np.dtype("<u4"))
+    assert not encoder.chunkable
+    sentences = encoder_sentences(1)[:40]
+    token_ids, sentence_lengths = encoder.encode(sentences)
+    got = np.split(token_ids, np.cumsum(sentence_lengths)[:-1])
+    assert [ids.tolist() for ids in got] == [tokenizer.encode(s, add_special_tokens=False).ids for s in sentences]
+    assert encoder.sentences_whole == len(sentences) and encoder.chunks_tokenized == 0

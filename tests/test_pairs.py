@@ -8,6 +8,7 @@ import functools
 import math
 import random
 
+import numpy as np
 import pytest
 
 from bert_jax.data import pairs
@@ -293,3 +294,37 @@ def test_one_document_stream_has_an_empty_pool():
     assert list(window.push(Doc(0))) == []
     [(item, pool)] = list(window.drain())
     assert item.index == 0 and len(pool) == 0
+
+
+@pytest.mark.parametrize("dtype,id_offset", [("<u2", 0), ("<u4", 0), ("<u4", 70_000)])
+def test_records_from_spans_equal_records_of_the_examples(dtype, id_offset):
+    """The builder's path (`pair_spans_from_document` + `PairRecordEncoder` on token bytes) writes exactly the
+    bytes of `records.encode` on `create_pairs_from_document`'s examples, uint32 ids above 2**16 included."""
+    from bert_jax.data import records
+
+    rng = random.Random(9)
+    corpus = [TokenizedDocument(token_ids=(document.token_ids % 30_000 + id_offset).astype(dtype),
+                                sentence_ends=document.sentence_ends)
+              for document in make_corpus(40, rng, max_sentence_tokens=50)]
+    encoder = records.PairRecordEncoder(CLS, SEP, dtype)
+    itemsize = np.dtype(dtype).itemsize
+    labels = collections.Counter()
+    for k, document in enumerate(corpus):
+        pool = corpus[:k] + corpus[k + 1:]
+        kwargs = dict(max_seq_length=64, short_seq_prob=0.1)
+        spans = pairs.pair_spans_from_document(document, pool, rng=random.Random(k), **kwargs)
+        examples = create_pairs_from_document(document, pool, cls_id=CLS, sep_id=SEP, rng=random.Random(k), **kwargs)
+        assert len(spans) == len(examples) > 0
+        for span, example in zip(spans, examples):
+            record = encoder.encode(document.token_bytes[span.a_start * itemsize:span.a_end * itemsize],
+                                    span.second.token_bytes[span.b_start * itemsize:span.b_end * itemsize],
+                                    span.next_sentence_label)
+            assert record == records.encode(example)
+            decoded = records.decode(record)
+            assert decoded.input_ids.tolist() == example.input_ids.tolist() and decoded.len_a == example.len_a
+            labels[span.next_sentence_label] += 1
+    assert labels[0] and labels[1]
+    with pytest.raises(ValueError, match="uint16 or uint32"):
+        records.PairRecordEncoder(CLS, SEP, np.int32)
+    with pytest.raises(ValueError, match="do not fit"):
+        records.PairRecordEncoder(70_000, SEP, "<u2")

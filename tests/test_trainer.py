@@ -74,6 +74,25 @@ def losses(workdir: Path, kind: str = "train", field: str = "loss") -> dict[int,
     return {step: r[field] for step, r in records(workdir, kind).items()}
 
 
+def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    """Reads the event files as TensorBoard would (TFRecord framing: length, crc, Event proto, crc)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack_from("<Q", data, offset)
+            event = event_pb2.Event.FromString(data[offset + 12: offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
 @pytest.fixture(scope="module")
 def reference_run(sample_dataset, tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("reference")
@@ -97,6 +116,10 @@ def test_reference_run_trains_both_phases(reference_run):
     assert checkpointing.read_metadata(manager, 40)["max_seq_length"] == 64
     for field in ("tokens_per_s", "mfu", "grad_norm", "learning_rate", "mlm_accuracy", "nsp_accuracy"):
         assert all(np.isfinite(r[field]) for r in train.values()), field
+    scalars = tensorboard_scalars(reference_run / "tensorboard")
+    assert [step for step, _ in scalars["train/loss"]] == list(range(1, 41))
+    assert [value for _, value in scalars["eval/mlm_accuracy"]] == pytest.approx(
+        [records(reference_run, "eval")[s]["mlm_accuracy"] for s in (10, 20, 30, 40)])
 
 
 def test_sigterm_then_kill9_resume_every_step_exactly(reference_run, sample_dataset, tmp_path):
@@ -225,7 +248,9 @@ def test_restore_onto_a_different_mesh_continues_the_run(sample_dataset, tmp_pat
     """Written on data 16, resumed on data 4 x fsdp 4 (parameters and Adam moments now split): the continued
     losses equal the uninterrupted data-16 run's to f32 reduction-order tolerance."""
     full = tmp_path / "full"
-    trainer.run(_config(sample_dataset, train_steps=10, eval_every=100), str(full))
+    trainer.run(_config(sample_dataset, train_steps=10, eval_every=100, profile_start_step=1, profile_steps=2),
+                str(full))
+    assert list((full / "profile").rglob("*.xplane.pb")), "the requested jax.profiler trace is missing"
     partial = tmp_path / "partial"
     shutil.copytree(full, partial)
     shutil.rmtree(partial / "checkpoints" / "10")

@@ -6,7 +6,8 @@
 How it works (design notes with the reasons in docs/data_build.md):
 
 1. `sources.list_input_shards` splits the input into shards (files, TFDS record ranges). Each shard is one task
-   for a pool of worker processes (spawn): it streams the shard's documents, tokenizes each document once, puts it
+   for a pool of worker processes (spawn): it streams the shard's documents, tokenizes each document once
+   (through a cache of space-separated chunks, `CachedSentenceEncoder`, exactly equal to the tokenizer), puts it
    in the train or eval split by a hash of its text, and builds the pairs of every requested length and every dupe
    copy from that one tokenization. Random-next partners come from a bounded window of neighbouring documents of
    the same shard and split (`pairs.RandomNextWindow`), so a worker's memory does not grow with the corpus.
@@ -30,10 +31,12 @@ import concurrent.futures
 import dataclasses
 import glob
 import hashlib
+import itertools
 import json
 import math
 import multiprocessing
 import os
+import re
 import sys
 import threading
 import time
@@ -44,8 +47,8 @@ from array_record.python.array_record_module import ArrayRecordReader, ArrayReco
 
 from bert_jax import fileio
 from bert_jax.data import records, sources, vocab
-from bert_jax.data.pairs import (PAIR_COUNTERS, RandomNextWindow, TokenizedDocument, create_pairs_from_document,
-                                 document_rng)
+from bert_jax.data.pairs import (PAIR_COUNTERS, RandomNextWindow, TokenizedDocument, document_rng,
+                                 pair_spans_from_document)
 from bert_jax.data.sources import InputError, SourceStats
 
 SPLITS = ("train", "eval")
@@ -60,6 +63,11 @@ MAX_RECORDS_PER_SHARD = 2**18
 # Tokenize documents in batches of about this many sentences / characters (one call amortises the Python overhead).
 TOKENIZE_BATCH_SENTENCES = 4096
 TOKENIZE_BATCH_CHARS = 4 * 2**20
+# The chunk cache of `CachedSentenceEncoder`: at most this many entries (~135 bytes each with key, ids and dict
+# slot, measured: ~17 MiB); when full, only the chunks of the current batch are kept. Chunks longer than
+# MAX_CACHED_CHUNK_CHARS are tokenized but never kept.
+CHUNK_CACHE_ENTRIES = 2**17
+MAX_CACHED_CHUNK_CHARS = 48
 # Located notes per problem kind kept in stats.json.
 MAX_NOTES = 5
 # Output shards: one record per chunk for fast random access (the layout contract). Uncompressed: the records are
@@ -142,7 +150,7 @@ def _remove_temporaries(output_dir: str) -> None:
 # Worker side: one input shard -> part files
 
 
-_TOKENIZERS: dict[tuple[str, bool], Any] = {}
+_ENCODERS: dict[tuple[str, bool], "CachedSentenceEncoder"] = {}  # per process: the chunk cache serves every shard
 _PROGRESS: tuple[Any, Any] | None = None  # shared (documents, tokens) counters, set by the pool initializer
 
 
@@ -153,11 +161,14 @@ def _init_worker(progress: tuple[Any, Any] | None) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
-def _tokenizer(vocab_file: str, lowercase: bool):
+def _encoder(vocab_file: str, lowercase: bool) -> "CachedSentenceEncoder":
     key = (vocab_file, lowercase)
-    if key not in _TOKENIZERS:
-        _TOKENIZERS[key] = vocab.load_tokenizer(vocab_file, lowercase=lowercase)
-    return _TOKENIZERS[key]
+    if key not in _ENCODERS:
+        tokenizer = vocab.load_tokenizer(vocab_file, lowercase=lowercase)
+        vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        token_dtype = np.dtype("<u2" if vocab_size <= 2**16 else "<u4")  # little endian, as records store ids
+        _ENCODERS[key] = CachedSentenceEncoder(tokenizer, token_dtype)
+    return _ENCODERS[key]
 
 
 def _report_progress(documents: int, tokens: int) -> None:
@@ -165,6 +176,133 @@ def _report_progress(documents: int, tokens: int) -> None:
         for counter, n in zip(_PROGRESS, (documents, tokens)):
             with counter.get_lock():
                 counter.value += n
+
+
+class CachedSentenceEncoder:
+    """WordPiece ids of many sentences at once, equal to `tokenizer.encode(sentence, add_special_tokens=False).ids`
+    for each, with a cache of space-separated chunks ("word," "Hello") in front of the tokenizer.
+
+    Exact: for a BERT tokenizer (BertNormalizer, BertPreTokenizer, WordPiece, special tokens without spaces matched
+    verbatim) and a sentence whose only whitespace is the ASCII space (`str.isprintable()`: no control, format or
+    separator character but the space), every step stays inside a space-separated chunk: the normaliser maps
+    characters one at a time (cleaning, lowercasing, accent stripping, spaces around CJK), the pre-tokenizer splits
+    at whitespace and around punctuation, WordPiece works on one word at a time, and "[MASK]" in text contains no
+    space. A sentence's ids are therefore its chunks' ids concatenated. Other sentences (rare once `sources`
+    normalised the whitespace) and any other tokenizer pipeline go to the tokenizer whole. Tested against the
+    tokenizer on unicode-heavy text.
+
+    Fast: text repeats its words (Zipf), so most chunks are cache hits, and the per-word work is a few C-level
+    passes (split, set, dict lookups, one `b"".join`) instead of `tokenizers` normalising, aligning and matching
+    every word again, which dominated the build (docs/bench_build.md). The chunks not yet cached are tokenized in
+    one call per batch; an ASCII chunk without special-token text skips the normaliser (it would only lowercase,
+    which `str.lower` does identically on ASCII). The output never depends on the cache's state, only the speed.
+    """
+
+    def __init__(self, tokenizer: Any, token_dtype: np.dtype | type, *, max_entries: int = CHUNK_CACHE_ENTRIES,
+                 max_chunk_chars: int = MAX_CACHED_CHUNK_CHARS) -> None:
+        self.tokenizer = tokenizer
+        self.token_dtype = np.dtype(token_dtype)
+        self.max_entries = max_entries
+        self.max_chunk_chars = max_chunk_chars
+        self._cache: dict[str, bytes] = {}
+        pipeline = json.loads(tokenizer.to_str())
+        normalizer = pipeline.get("normalizer") or {}
+        added = pipeline.get("added_tokens") or []
+        # Where the chunk argument above holds; anything else is tokenized whole, sentence by sentence.
+        self.chunkable = (
+            (pipeline.get("model") or {}).get("type") == "WordPiece"
+            and (pipeline.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
+            and normalizer.get("type", "BertNormalizer") == "BertNormalizer"
+            and all(token["content"] and not any(c.isspace() for c in token["content"]) and not token["normalized"]
+                    and not (token["lstrip"] or token["rstrip"] or token["single_word"]) for token in added))
+        # A chunk the bare tokenizer may take: ASCII without special-token text in it.
+        self._needs_full_tokenizer = re.compile("|".join([r"[^\x00-\x7f]"] + [re.escape(token["content"])
+                                                                               for token in added]))
+        self._lowercase = bool(normalizer.get("lowercase", False))
+        # The same WordPiece and pre-tokenizer without normaliser or special tokens, for ASCII chunks (see above).
+        bare = dict(pipeline, normalizer=None, added_tokens=[], post_processor=None)
+        self._bare_tokenizer = type(tokenizer).from_str(json.dumps(bare)) if self.chunkable else None
+        self.sentences_whole = 0  # sentences tokenized whole (not printable, or not chunkable)
+        self.chunks_tokenized = 0  # cache misses
+
+    def encode(self, sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(token_ids [T] of all sentences back to back in `token_dtype`, token count per sentence [N] int64)."""
+        chunks, chunk_counts, whole = self._split(sentences)
+        distinct = set(chunks)
+        missing = list(distinct.difference(self._cache))  # C-level: iterates `distinct`, looks up the dict
+        if len(self._cache) + len(missing) > self.max_entries:
+            # Full: keep only what this batch uses (the frequent chunks), which bounds memory at little cost.
+            self._cache = {chunk: self._cache[chunk] for chunk in distinct.intersection(self._cache)}
+        cache = self._cache
+        if missing:
+            cache.update(zip(missing, self._tokenize_chunks(missing)))
+            self.chunks_tokenized += len(missing)
+        pieces = list(map(cache.__getitem__, chunks))
+        for chunk in missing:  # a 100,000-character "word" must not stay in memory
+            if len(chunk) > self.max_chunk_chars:
+                del cache[chunk]
+        itemsize = self.token_dtype.itemsize
+        # Token count per chunk, then per sentence (sentences tokenized whole count 0 chunks here).
+        chunk_tokens = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)) // itemsize
+        token_ends = np.concatenate(([0], np.cumsum(chunk_tokens)))[np.cumsum(chunk_counts)]
+        sentence_lengths = np.diff(token_ends, prepend=0)
+        token_bytes = b"".join(pieces)
+        if whole:
+            self.sentences_whole += len(whole)
+            encodings = self.tokenizer.encode_batch_fast([sentences[index] for index in whole],
+                                                         add_special_tokens=False)
+            # Splice them in: a whole sentence has no chunks, so the chunked tokens before it end at its token_end.
+            parts, previous = [], 0
+            for index, encoding in zip(whole, encodings):
+                end = int(token_ends[index]) * itemsize
+                parts += [token_bytes[previous:end], np.array(encoding.ids, dtype=self.token_dtype).tobytes()]
+                sentence_lengths[index] = len(encoding.ids)
+                previous = end
+            parts.append(token_bytes[previous:])
+            token_bytes = b"".join(parts)
+        return np.frombuffer(token_bytes, dtype=self.token_dtype), sentence_lengths
+
+    def _split(self, sentences: Sequence[str]) -> tuple[list[str], np.ndarray, list[int]]:
+        """(all chunks in order, chunks per sentence [N], indices of the sentences to tokenize whole).
+
+        Chunks are split at single spaces, so a sentence of k spaces has k + 1 chunks, some maybe empty (they have
+        no tokens); then a printable batch is split in one call.
+        """
+        if not self.chunkable:
+            return [], np.zeros(len(sentences), dtype=np.int64), list(range(len(sentences)))
+        text = " ".join(sentences)
+        if text.isprintable():  # the usual case: sentences from `sources` have no other whitespace
+            spaces = np.fromiter(map(str.count, sentences, itertools.repeat(" ")), dtype=np.int64,
+                                 count=len(sentences))
+            return text.split(" ") if sentences else [], spaces + 1, []
+        chunk_lists = [sentence.split(" ") if sentence.isprintable() else None for sentence in sentences]
+        whole = [index for index, chunk_list in enumerate(chunk_lists) if chunk_list is None]
+        chunk_counts = np.array([len(chunk_list) if chunk_list is not None else 0 for chunk_list in chunk_lists],
+                                dtype=np.int64)
+        return list(itertools.chain.from_iterable(filter(None, chunk_lists))), chunk_counts, whole
+
+    def _tokenize_chunks(self, chunks: list[str]) -> list[bytes]:
+        """Each chunk's ids as bytes. ASCII chunks without special-token text go lowercased (if the normaliser
+        lowercases) to the bare tokenizer, the others to the full one; each group is one pre-split sequence whose
+        `word_ids` say which chunk each token came from (a chunk may give several tokens, or none)."""
+        needs_full = self._needs_full_tokenizer.search
+        bare: list[int] = []
+        full: list[int] = []
+        for index, chunk in enumerate(chunks):
+            (full if needs_full(chunk) else bare).append(index)
+        result: list[bytes] = [b""] * len(chunks)
+        for tokenizer, indices, lowercase in ((self._bare_tokenizer, bare, self._lowercase),
+                                              (self.tokenizer, full, False)):
+            if not indices:
+                continue
+            words = [chunks[index].lower() if lowercase else chunks[index] for index in indices]
+            encoding = tokenizer.encode(words, is_pretokenized=True, add_special_tokens=False)
+            token_bytes = np.array(encoding.ids, dtype=self.token_dtype).tobytes()
+            word_of_token = np.array(encoding.word_ids, dtype=np.int64)
+            bounds = (np.searchsorted(word_of_token, np.arange(len(words) + 1)) * self.token_dtype.itemsize).tolist()
+            for index, start, end in zip(indices, bounds, bounds[1:]):
+                result[index] = token_bytes[start:end]
+        return result
 
 
 def is_eval_document(sentences: Sequence[str], eval_fraction: float) -> bool:
@@ -206,8 +344,10 @@ class _PartBuilder:
         self.dropped: collections.Counter[str] = collections.Counter()
         self.examples = {(length, split): collections.Counter() for length in self.config.max_seq_lengths
                          for split in SPLITS}
-        self.histograms = {(length, split): np.zeros(length + 1, dtype=np.int64)
+        # Plain lists: one `+= 1` per example is cheaper on a list than on a NumPy array.
+        self.histograms = {(length, split): [0] * (length + 1)
                            for length in self.config.max_seq_lengths for split in SPLITS}
+        self.record_encoder = records.PairRecordEncoder(cls_id, sep_id, token_dtype)
         self.overlong_sentences = collections.Counter()
         self.writers: dict[tuple[int, str], tuple[ArrayRecordWriter, str, str]] = {}
         for length in self.config.max_seq_lengths:
@@ -217,13 +357,15 @@ class _PartBuilder:
                 self.writers[(length, split)] = (ArrayRecordWriter(temporary_path, PART_WRITER_OPTIONS),
                                                  temporary_path, path)
 
-    def add(self, index: int, sentences: list[str], token_lists: list[list[int]]) -> None:
-        kept = [ids for ids in token_lists if ids]
-        self.dropped["sentences_without_tokens"] += len(token_lists) - len(kept)
-        if not kept:
+    def add(self, index: int, sentences: list[str], token_ids: np.ndarray, sentence_lengths: np.ndarray) -> None:
+        """One document: its sentences, their token ids back to back and each one's token count."""
+        kept = sentence_lengths[sentence_lengths > 0]
+        self.dropped["sentences_without_tokens"] += len(sentence_lengths) - len(kept)
+        if not len(kept):
             self.dropped["documents_without_tokens"] += 1
             return
-        document = TokenizedDocument.from_sentences(kept, dtype=self.token_dtype)
+        # A copy, so the window holds this document's tokens only, not its whole tokenization batch.
+        document = TokenizedDocument(token_ids=token_ids.copy(), sentence_ends=np.cumsum(kept).tolist())
         split = "eval" if is_eval_document(sentences, self.config.eval_fraction) else "train"
         counters = self.documents[split]
         counters["documents"] += 1
@@ -232,10 +374,9 @@ class _PartBuilder:
         counters["unk_tokens"] += int(np.count_nonzero(document.token_ids == self.unk_id))
         counters["one_sentence_documents"] += len(kept) == 1
         counters["longest_document_tokens"] = max(counters["longest_document_tokens"], document.num_tokens)
-        sentence_lengths = np.diff(document.sentence_ends, prepend=0)
-        counters["longest_sentence_tokens"] = max(counters["longest_sentence_tokens"], int(sentence_lengths.max()))
+        counters["longest_sentence_tokens"] = max(counters["longest_sentence_tokens"], int(kept.max()))
         for length in self.config.max_seq_lengths:
-            self.overlong_sentences[length] += int(np.count_nonzero(sentence_lengths > length - 3))
+            self.overlong_sentences[length] += int(np.count_nonzero(kept > length - 3))
         self.window_indices[split].append(index)
         self._make_pairs(split, self.windows[split].push(document))
 
@@ -250,23 +391,30 @@ class _PartBuilder:
     def _make_pairs(self, split: str, ready: Iterator[tuple[TokenizedDocument, Sequence[TokenizedDocument]]]
                     ) -> None:
         config = self.config
+        encode = self.record_encoder.encode
+        itemsize = self.token_dtype.itemsize
         for document, pool in ready:
             index = self.window_indices[split].popleft()
             if not pool:  # the only document of its shard and split: no random next possible
                 self.documents[split]["documents_without_random_next_pool"] += 1
+            first_bytes = document.token_bytes
             for length in config.max_seq_lengths:
                 counters = self.examples[(length, split)]
                 histogram = self.histograms[(length, split)]
-                writer = self.writers[(length, split)][0]
+                write = self.writers[(length, split)][0].write
+                record_bytes = 0
                 for dupe in range(config.dupe_factor):
                     rng = document_rng(config.seed, length, dupe, self.task.index, index)
-                    for example in create_pairs_from_document(
-                            document, pool, max_seq_length=length, short_seq_prob=config.short_seq_prob,
-                            cls_id=self.cls_id, sep_id=self.sep_id, rng=rng, counters=counters):
-                        record = records.encode(example)
-                        counters["record_bytes"] += len(record)
-                        histogram[len(example.input_ids)] += 1
-                        writer.write(record)
+                    # Records straight from token ranges: no per-example array (the build's hot loop).
+                    for second, a_start, a_end, b_start, b_end, label in pair_spans_from_document(
+                            document, pool, max_seq_length=length, short_seq_prob=config.short_seq_prob, rng=rng,
+                            counters=counters):
+                        record = encode(first_bytes[a_start * itemsize:a_end * itemsize],
+                                        second.token_bytes[b_start * itemsize:b_end * itemsize], label)
+                        record_bytes += len(record)
+                        histogram[a_end - a_start + b_end - b_start + 3] += 1
+                        write(record)
+                counters["record_bytes"] += record_bytes
 
     def _stats(self) -> dict[str, Any]:
         per_length = {}
@@ -274,7 +422,7 @@ class _PartBuilder:
             per_length[str(length)] = {
                 "overlong_sentences": self.overlong_sentences[length],
                 **{split: {**dict(self.examples[(length, split)]),
-                           "length_histogram": self.histograms[(length, split)].tolist()} for split in SPLITS},
+                           "length_histogram": self.histograms[(length, split)]} for split in SPLITS},
             }
         return {
             "shard_index": self.task.index,
@@ -288,25 +436,24 @@ class _PartBuilder:
 def build_part(task: PartTask) -> dict[str, Any]:
     """Builds one input shard's part files and returns (and persists) its statistics."""
     config = task.config
-    tokenizer = _tokenizer(config.vocab, config.lowercase)
-    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-    token_dtype = np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+    encoder = _encoder(config.vocab, config.lowercase)
+    tokenizer, token_dtype = encoder.tokenizer, encoder.token_dtype
     os.makedirs(os.path.dirname(_part_records_path(task.output_dir, task.index, 0, "train")), exist_ok=True)
     builder = _PartBuilder(task, unk_id=tokenizer.token_to_id(vocab.UNK), cls_id=tokenizer.token_to_id(vocab.CLS),
                            sep_id=tokenizer.token_to_id(vocab.SEP), token_dtype=token_dtype)
     source_stats = SourceStats()
     document_index = 0
     for batch in _document_batches(task.shard.documents(source_stats)):
-        flat = [sentence for document in batch for sentence in document]
-        encodings = tokenizer.encode_batch_fast(flat, add_special_tokens=False)
-        position = tokens = 0
+        token_ids, sentence_lengths = encoder.encode([sentence for document in batch for sentence in document])
+        sentence_ends = np.cumsum(sentence_lengths).tolist()
+        sentence = token = 0
         for document in batch:
-            token_lists = [encoding.ids for encoding in encodings[position:position + len(document)]]
-            position += len(document)
-            tokens += sum(map(len, token_lists))
-            builder.add(document_index, document, token_lists)
+            end = sentence + len(document)
+            end_token = sentence_ends[end - 1] if end else 0
+            builder.add(document_index, document, token_ids[token:end_token], sentence_lengths[sentence:end])
+            sentence, token = end, end_token
             document_index += 1
-        _report_progress(len(batch), tokens)
+        _report_progress(len(batch), len(token_ids))
     stats = builder.finish()
     stats["source"] = source_stats.to_dict()
     stats["source_notes"] = {name: list(notes) for name, notes in sorted(source_stats.notes.items())}
@@ -370,8 +517,9 @@ def _run_parts(tasks: list[PartTask], workers: int) -> list[dict[str, Any]]:
                 for task in tasks:
                     results.append(build_part(task))
                     progress.shard_done()
-            finally:  # leave the calling process as it was
+            finally:  # leave the calling process as it was (and free the chunk cache)
                 _init_worker(None)
+                _ENCODERS.clear()
                 if saved_parallelism is None:
                     os.environ.pop("TOKENIZERS_PARALLELISM", None)
                 else:

@@ -33,10 +33,11 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
+import functools
 import hashlib
 import itertools
 import random
-from typing import Generic, Iterator, Protocol, Sequence, TypeVar
+from typing import Generic, Iterator, NamedTuple, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -85,6 +86,23 @@ class TokenizedDocument:
 
     def sentence_start(self, index: int) -> int:
         return self.sentence_ends[index - 1] if index > 0 else 0
+
+    @functools.cached_property
+    def token_bytes(self) -> memoryview:
+        """The token ids as raw bytes (no copy): slice `[start * itemsize:end * itemsize]` for a span's bytes."""
+        return memoryview(np.ascontiguousarray(self.token_ids)).cast("B")
+
+
+class PairSpan(NamedTuple):
+    """One example as token ranges: `[CLS] first.token_ids[a_start:a_end] [SEP] second.token_ids[b_start:b_end]
+    [SEP]`, where `first` is the document the pairs were made from."""
+
+    second: TokenizedDocument  # the document B comes from (the same one for an actual next)
+    a_start: int
+    a_end: int
+    b_start: int
+    b_end: int
+    next_sentence_label: int  # 1 = random next, as in the original
 
 
 def document_rng(seed: int, *keys: int | str) -> random.Random:
@@ -140,7 +158,31 @@ def create_pairs_from_document(
     `random_documents` are the candidates for a random next segment; they must not include `document` (drawing it
     raises ValueError). `counters` (optional) receives: examples, random_next, random_next_forced (one-segment chunk),
     random_next_impossible, segments_dropped_no_random_document, short_target, truncated_examples,
-    truncated_tokens.
+    truncated_tokens. The pairs are those of `pair_spans_from_document`, materialised.
+    """
+    spans = pair_spans_from_document(document, random_documents, max_seq_length=max_seq_length,
+                                     short_seq_prob=short_seq_prob, rng=rng, counters=counters)
+    prefix = np.array([cls_id], dtype=np.int32)
+    separator = np.array([sep_id], dtype=np.int32)
+    return [PairExample(input_ids=np.concatenate((prefix, document.token_ids[span.a_start:span.a_end], separator,
+                                                  span.second.token_ids[span.b_start:span.b_end], separator)),
+                        len_a=span.a_end - span.a_start, next_sentence_label=span.next_sentence_label)
+            for span in spans]
+
+
+def pair_spans_from_document(
+    document: TokenizedDocument,
+    random_documents: Sequence[TokenizedDocument],
+    *,
+    max_seq_length: int,
+    short_seq_prob: float,
+    rng: random.Random,
+    counters: collections.Counter[str] | None = None,
+) -> list[PairSpan]:
+    """The examples of `create_pairs_from_document` as token ranges, without copying any token.
+
+    The builder encodes records straight from these ranges (`records.PairRecordEncoder`), so no per-example
+    arrays are made. Same arguments, random draws and counters as `create_pairs_from_document`.
     """
     if max_seq_length < MIN_MAX_SEQ_LENGTH:
         raise ValueError(f"max_seq_length must be at least {MIN_MAX_SEQ_LENGTH} ([CLS] A [SEP] B [SEP] with one "
@@ -150,8 +192,6 @@ def create_pairs_from_document(
     max_num_tokens = max_seq_length - NUM_SPECIAL_TOKENS
     random_float = rng.random
     num_random_documents = len(random_documents)
-    prefix = np.array([cls_id], dtype=np.int32)
-    separator = np.array([sep_id], dtype=np.int32)
     # Counted locally and added once: this loop is the builder's hot path.
     short_target = forced_count = impossible = dropped = truncated_examples = truncated_tokens = random_next = 0
 
@@ -160,7 +200,7 @@ def create_pairs_from_document(
         target_seq_length = uniform_int(rng, 2, max_num_tokens)
         short_target = 1
 
-    examples: list[PairExample] = []
+    spans: list[PairSpan] = []
     chunk_start = 0  # first sentence of the current chunk
     chunk_token_start = 0  # its first token
     i = 0
@@ -205,22 +245,19 @@ def create_pairs_from_document(
                     front_b = _binomial_half(remove_b, rng)
                     a_start, a_token_end = a_start + front_a, a_token_end - (remove_a - front_a)
                     b_start, b_end = b_start + front_b, b_end - (remove_b - front_b)
-                    len_a = a_token_end - a_start
-                input_ids = np.concatenate((prefix, document.token_ids[a_start:a_token_end], separator,
-                                            b_source.token_ids[b_start:b_end], separator))
                 random_next += is_random_next
-                examples.append(PairExample(input_ids=input_ids, len_a=len_a, next_sentence_label=is_random_next))
+                spans.append(PairSpan(b_source, a_start, a_token_end, b_start, b_end, is_random_next))
             chunk_start = i + 1
             chunk_token_start = sentence_ends[i]
         i += 1
 
     if counters is not None:
-        values = (len(examples), random_next, forced_count, impossible, dropped, short_target, truncated_examples,
+        values = (len(spans), random_next, forced_count, impossible, dropped, short_target, truncated_examples,
                   truncated_tokens)
         for name, value in zip(PAIR_COUNTERS, values):
             if value:
                 counters[name] += value
-    return examples
+    return spans
 
 
 class _Sized(Protocol):

@@ -47,6 +47,36 @@ def encode(example: PairExample) -> bytes:
     return header + ids.astype(_DTYPES[code]).tobytes()
 
 
+class PairRecordEncoder:
+    """Encodes `[CLS] A [SEP] B [SEP]` straight from the raw bytes of A's and B's tokens.
+
+    The result is byte for byte `encode(PairExample(...))` of the same example, without making the example: with
+    uint16 tokens a record is a header and five byte strings joined (the builder's hot path); uint32 tokens take
+    the general route, since their record's dtype depends on the largest id in it.
+    """
+
+    def __init__(self, cls_id: int, sep_id: int, token_dtype: np.dtype | type) -> None:
+        dtype = np.dtype(token_dtype)
+        if dtype not in (np.dtype("<u2"), np.dtype("<u4")):
+            raise ValueError(f"PairRecordEncoder: tokens must be little-endian uint16 or uint32, got {dtype}")
+        if not (0 <= min(cls_id, sep_id) and max(cls_id, sep_id) < 2 ** (8 * dtype.itemsize)):
+            raise ValueError(f"PairRecordEncoder: [CLS] {cls_id} / [SEP] {sep_id} do not fit in {dtype}")
+        self.dtype = dtype
+        self.cls_id, self.sep_id = cls_id, sep_id
+        self._cls = np.array([cls_id], dtype).tobytes()
+        self._sep = np.array([sep_id], dtype).tobytes()
+
+    def encode(self, tokens_a: bytes | memoryview, tokens_b: bytes | memoryview, next_sentence_label: int) -> bytes:
+        """`tokens_a`, `tokens_b`: the segments' token ids as bytes in `token_dtype` (without [CLS]/[SEP])."""
+        itemsize = self.dtype.itemsize
+        len_a = len(tokens_a) // itemsize
+        if itemsize == 2:  # every id fits uint16, so `encode` would pick code 2 too
+            return b"".join((_HEADER.pack(FORMAT_VERSION, next_sentence_label, 2, 0, len_a), self._cls, tokens_a,
+                             self._sep, tokens_b, self._sep))
+        input_ids = np.frombuffer(b"".join((self._cls, tokens_a, self._sep, tokens_b, self._sep)), self.dtype)
+        return encode(PairExample(input_ids=input_ids, len_a=len_a, next_sentence_label=next_sentence_label))
+
+
 def decode(record: bytes) -> PairExample:
     if len(record) < _HEADER.size:
         raise ValueError(f"pair record too short ({len(record)} bytes): not a bert_jax example record")
