@@ -14,7 +14,7 @@ import grain
 import numpy as np
 import pytest
 
-from bert_jax.data import build, records, vocab
+from bert_jax.data import build, chunk_encoder, records, vocab
 from bert_jax.data.sources import InputError
 
 
@@ -306,7 +306,7 @@ def test_cached_encoder_equals_the_tokenizer(vocab_file, lowercase):
     expected = [tokenizer.encode(sentence, add_special_tokens=False).ids for sentence in sentences]
     # A small cache, so that eviction happens; batches of several sizes, so hits come from earlier batches; a
     # batch of printable sentences only (odd spaces and empty ones included), which is split in one call.
-    encoder = build.CachedSentenceEncoder(tokenizer, np.dtype("<u2"), max_entries=64)
+    encoder = chunk_encoder.CachedSentenceEncoder(tokenizer, np.dtype("<u2"), max_entries=64)
     printable = [i for i, sentence in enumerate(sentences) if sentence.isprintable()]
     batches = [printable[-150:], list(range(len(sentences)))[::-1], list(range(7)), list(range(len(sentences)))]
     for batch in batches:
@@ -318,7 +318,7 @@ def test_cached_encoder_equals_the_tokenizer(vocab_file, lowercase):
     assert encoder.sentences_whole >= 4 * 2  # tab, NBSP, line separator, NUL; in two batches
     assert encoder.chunks_tokenized > 64  # evictions happened (more misses than the cache holds)
     assert len(encoder._cache) <= 64 + 150 * 30  # bounded: what one batch uses, plus the cap
-    assert not any(len(chunk) > build.MAX_CACHED_CHUNK_CHARS for chunk in encoder._cache)
+    assert not any(len(chunk) > chunk_encoder.MAX_CACHED_CHUNK_CHARS for chunk in encoder._cache)
 
 
 def test_cached_encoder_with_another_pipeline_tokenizes_whole_sentences(vocab_file):
@@ -326,7 +326,7 @@ def test_cached_encoder_with_another_pipeline_tokenizes_whole_sentences(vocab_fi
 
     tokenizer = vocab.load_tokenizer(vocab_file, lowercase=True)
     tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()  # not BERT's: the chunk argument is not made
-    encoder = build.CachedSentenceEncoder(tokenizer, np.dtype("<u4"))
+    encoder = chunk_encoder.CachedSentenceEncoder(tokenizer, np.dtype("<u4"))
     assert not encoder.chunkable
     sentences = encoder_sentences(1)[:40]
     token_ids, sentence_lengths = encoder.encode(sentences)
