@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -48,7 +49,9 @@ def package_versions() -> dict[str, str]:
 
 
 def checkpoint_dir(workdir: str) -> epath.Path:
-    return epath.Path(workdir) / CHECKPOINT_DIR
+    # orbax refuses relative paths (tensorstore needs absolute ones); object-store URLs are absolute already.
+    root = workdir if "://" in str(workdir) else os.path.abspath(workdir)
+    return epath.Path(root) / CHECKPOINT_DIR
 
 
 def make_manager(workdir: str, *, keep: int, read_only: bool = False) -> ocp.CheckpointManager:

@@ -225,8 +225,10 @@ def test_nonfinite_steps_stop_the_run_with_the_last_good_checkpoint(sample_datas
         return real_global_batch(host_batch, mesh)
 
     monkeypatch.setattr(trainer.sharding, "global_batch", poisoned)
+    monkeypatch.chdir(tmp_path)  # a relative --workdir, as users type it
     with pytest.raises(trainer.TrainingError, match="max_nonfinite_steps=3") as error:
-        trainer.run(config, str(tmp_path))
+        trainer.run(config, "run")
+    tmp_path = tmp_path / "run"
     assert "step 5" in str(error.value)
     train = records(tmp_path)
     assert [train[s]["nonfinite_steps"] for s in range(6, 10)] == [0, 1, 1, 1]
