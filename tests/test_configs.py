@@ -63,7 +63,7 @@ def test_overrides_are_typed():
     (["batchsize=3"], r"unknown config field 'batchsize'.*batch_size"),
     (["model.hidden_size=129"], r"model.hidden_size \(129\) must be divisible by model.num_attention_heads \(2\)"),
     (["phases=[{'max_seq_length': 128, 'fraction': 0.5, 'max_predictions': 20}]"], r"sum to 0.5"),
-    (["model.max_position_embeddings=256"], r"phases\[1\].max_seq_length \(512\) exceeds model.max_position_embeddings \(256\)"),
+    (["model.max_position_embeddings=100"], r"phases\[1\].max_seq_length \(128\) exceeds model.max_position_embeddings \(100\)"),
     (["model.hidden_size=big"], r"model.hidden_size' expects int"),
     (["data.whole_word_masking=maybe"], r"is a bool"),
     (["model.hidden_act=swiglu"], r"hidden_act 'swiglu' is not supported"),
