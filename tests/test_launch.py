@@ -427,19 +427,6 @@ def test_subcommands_drive_workers_through_the_fake_gcloud(fake_gcloud, tmp_path
 # ---------------------------------------------------------------------------- end to end: run, preempt, watch, resume
 
 
-@pytest.fixture(scope="module")
-def sample_data(tmp_path_factory) -> Path:
-    """The sample corpus built once, at sequence length 128 only (one training phase, one compilation)."""
-    out = tmp_path_factory.mktemp("launch_data") / "sample"
-    subprocess.run(
-        [sys.executable, "-m", "bert_jax.data.build", "--input", str(REPO / "data/sample/corpus-*.txt"), "--vocab",
-         str(REPO / "data/sample/vocab/vocab.txt"), "--output", str(out), "--max_seq_length", "128",
-         "--dupe_factor", "1", "--workers", "1"],
-        check=True, capture_output=True, cwd=REPO,
-    )
-    return out
-
-
 def _launch(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "bert_jax.launch", *argv], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=timeout)
@@ -453,7 +440,7 @@ def _checkpoint_steps(workdir: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_run_then_preemption_then_watch_resumes_from_the_checkpoint(tmp_path, sample_data):
+def test_run_then_preemption_then_watch_resumes_from_the_checkpoint(tmp_path, sample_dataset):
     root, workdir = tmp_path / "fake_gcloud_state", tmp_path / "gcs" / "workdir"
     secret = "tok_" + stdlib_secrets.token_hex(16)
     env = {
@@ -470,8 +457,9 @@ def test_run_then_preemption_then_watch_resumes_from_the_checkpoint(tmp_path, sa
         "--accelerator_type", "v4-16",  # 2 workers
         "--config", "configs/base_cased.py:tiny", "--workdir", str(workdir), "--allow_local_workdir",
         "--env", "BERT_JAX_TEST_SECRET",
-        f"--config.data.dir={sample_data}", "--config.data.build_from=", "--config.data.worker_count=0",
-        "--config.phases=[{'max_seq_length': 128, 'fraction': 1.0, 'max_predictions': 20}]",
+        f"--config.data.dir={sample_dataset}", "--config.data.build_from=", "--config.data.worker_count=0",
+        "--config.phases=[{'max_seq_length': 32, 'fraction': 1.0, 'max_predictions': 5}]",
+        "--config.model.hidden_size=32", "--config.model.num_hidden_layers=1", "--config.model.intermediate_size=64",
         f"--config.train_steps={train_steps}", f"--config.checkpoint_every={every}", "--config.log_every=1",
         "--config.eval_every=1000", "--config.eval_steps=1", "--config.export_at_end=false", "--config.batch_size=16",
         "--config.optimizer.warmup_steps=5", "--config.peak_flops_per_device=1e12",

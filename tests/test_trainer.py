@@ -21,6 +21,7 @@ from bert_jax import checkpointing, export, hf, sharding, trainer
 from bert_jax.configuration import load_config
 
 REPO = Path(__file__).resolve().parents[1]
+ONE_PHASE = "[{'max_seq_length': 32, 'fraction': 1.0, 'max_predictions': 5}]"  # one compilation: cheaper tests
 PHASES = "[{'max_seq_length': 32, 'fraction': 0.5, 'max_predictions': 5}, " \
          "{'max_seq_length': 64, 'fraction': 0.5, 'max_predictions': 10}]"
 
@@ -168,7 +169,7 @@ def test_two_processes_train_preempt_and_resume(sample_dataset, tmp_path):
         port = _free_port()
         return [
             subprocess.Popen(
-                train_command(workdir, sample_dataset, train_steps=30, eval_every=15),
+                train_command(workdir, sample_dataset, train_steps=16, eval_every=8, phases=ONE_PHASE),
                 cwd=REPO, stderr=subprocess.PIPE, text=True,
                 env=environment(2, BERT_JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", BERT_JAX_NUM_PROCESSES="2",
                                 BERT_JAX_PROCESS_ID=str(index)),
@@ -196,15 +197,15 @@ def test_two_processes_train_preempt_and_resume(sample_dataset, tmp_path):
     logs = wait_all(processes, 180, preempt_one)
     assert "preemption notice (SIGTERM)" in logs[0]  # process 0 logs; it was told through the coordinator
     saved = checkpointing.make_manager(str(workdir), keep=3, read_only=True).latest_step()
-    assert saved is not None and saved < 30
+    assert saved is not None and saved < 16
     assert json.loads((workdir / "checkpoints" / str(saved) / "metadata" / "metadata").read_text())["process_count"] == 2
     assert len(list((workdir / "checkpoints" / str(saved) / "data").iterdir())) >= 2  # each host's data position
 
     logs = wait_all(launch(), 300)
     assert "resumed from" in logs[0] and f"at step {saved}" in logs[0]
     train = records(workdir)
-    assert sorted(train) == list(range(1, 31))  # each step logged once: the resumed part continued the first
-    assert np.mean([train[s]["loss"] for s in range(26, 31)]) < np.mean([train[s]["loss"] for s in range(1, 6)])
+    assert sorted(train) == list(range(1, 17))  # each step logged once: the resumed part continued the first
+    assert np.mean([train[s]["loss"] for s in range(12, 17)]) < np.mean([train[s]["loss"] for s in range(1, 6)])
 
 
 def _config(dataset: Path, **fields):
@@ -214,7 +215,7 @@ def _config(dataset: Path, **fields):
 def test_nonfinite_steps_stop_the_run_with_the_last_good_checkpoint(sample_dataset, tmp_path, monkeypatch):
     """From step 7 on, NaN is injected into the batch's MLM weights: each such step is skipped, and the third in a
     row stops the run with an error naming the setting; the checkpoint at step 5 is intact and finite."""
-    config = _config(sample_dataset, train_steps=20, max_nonfinite_steps=3, eval_every=100)
+    config = _config(sample_dataset, train_steps=20, max_nonfinite_steps=3, eval_every=100, phases=ONE_PHASE)
     real_global_batch = sharding.global_batch
     calls = {"n": 0}
 
@@ -250,18 +251,19 @@ def test_restore_onto_a_different_mesh_continues_the_run(sample_dataset, tmp_pat
     """Written on data 16, resumed on data 4 x fsdp 4 (parameters and Adam moments now split): the continued
     losses equal the uninterrupted data-16 run's to f32 reduction-order tolerance."""
     full = tmp_path / "full"
-    trainer.run(_config(sample_dataset, train_steps=10, eval_every=100, profile_start_step=1, profile_steps=2),
-                str(full))
+    trainer.run(_config(sample_dataset, train_steps=6, checkpoint_every=3, eval_every=100, phases=ONE_PHASE,
+                        profile_start_step=1, profile_steps=2), str(full))
     assert list((full / "profile").rglob("*.xplane.pb")), "the requested jax.profiler trace is missing"
     partial = tmp_path / "partial"
     shutil.copytree(full, partial)
-    shutil.rmtree(partial / "checkpoints" / "10")
-    config = _config(sample_dataset, train_steps=10, eval_every=100, **{"mesh.data": 4, "mesh.fsdp": 4})
+    shutil.rmtree(partial / "checkpoints" / "6")
+    config = _config(sample_dataset, train_steps=6, checkpoint_every=3, eval_every=100, phases=ONE_PHASE,
+                     **{"mesh.data": 4, "mesh.fsdp": 4})
     result = trainer.run(config, str(partial))
-    assert result.status == "finished" and result.step == 10
+    assert result.status == "finished" and result.step == 6
     resumed, reference = losses(partial), losses(full)
-    assert sorted(resumed) == list(range(1, 11))
-    for step in range(6, 11):
+    assert sorted(resumed) == list(range(1, 7))
+    for step in range(4, 7):
         assert abs(resumed[step] - reference[step]) <= 2e-5, (step, resumed[step], reference[step])
 
     # The checkpoint also restores onto 4 of the 16 devices, value for value.
@@ -270,10 +272,10 @@ def test_restore_onto_a_different_mesh_continues_the_run(sample_dataset, tmp_pat
     model = trainer.model_config(config)
     optimizer = trainer.optim.make_optimizer(config.optimizer, config.train_steps)
     _, state, shardings = sharding.init_sharded_state(model, optimizer, mesh, seed=1)
-    restored, _ = checkpointing.restore(manager, 10, state, shardings)
+    restored, _ = checkpointing.restore(manager, 6, state, shardings)
     assert len(restored.params["bert"]["embeddings"]["word_embeddings"]["embedding"].get_value().sharding.device_set) == 4
-    assert int(restored.step) == 10
-    reference, _ = checkpointing.restore(manager, 10, *sharding.init_sharded_state(
+    assert int(restored.step) == 6
+    reference, _ = checkpointing.restore(manager, 6, *sharding.init_sharded_state(
         model, optimizer, sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1]), seed=1)[1:])
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(reference)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
