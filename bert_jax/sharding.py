@@ -142,13 +142,38 @@ def global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax
     }
 
 
+def abstract_sharded_state(model_config, optimizer, mesh: Mesh, seed: int):
+    """The train state as `jax.ShapeDtypeStruct`s carrying their shardings, allocating nothing (the mesh may be made
+    of compile-only devices, e.g. a TPU topology described on a CPU). Returns (graphdef, abstract_state, shardings)."""
+    from bert_jax.model import BertForPreTraining  # local: keep this module importable without the model
+    from bert_jax.steps import TrainState
+
+    abstract_model = nnx.eval_shape(lambda: BertForPreTraining(model_config, rngs=nnx.Rngs(seed)))
+    graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
+    param_shardings = state_shardings(abstract_params, mesh)
+    scalar = jax.ShapeDtypeStruct((), jnp.int32)
+    shapes = TrainState(step=scalar, params=abstract_params, opt_state=jax.eval_shape(optimizer.init, abstract_params),
+                        nonfinite_streak=scalar)
+    shardings = TrainState(
+        step=replicated(mesh),
+        params=param_shardings,
+        opt_state=like_params(shapes.opt_state, abstract_params, param_shardings, mesh),
+        nonfinite_streak=replicated(mesh),
+    )
+    abstract_state = jax.tree.map(
+        lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
+        shapes, shardings,
+    )
+    return graphdef, abstract_state, shardings
+
+
 def init_sharded_state(model_config, optimizer, mesh: Mesh, seed: int):
     """Creates the train state directly in its sharded layout: shapes via `jax.eval_shape`, shardings from the rules,
     then one jitted init with `out_shardings` (nothing is materialised on one device and scattered).
 
     Returns (graphdef, state, state_shardings).
     """
-    from bert_jax.model import BertForPreTraining  # local: keep this module importable without the model
+    from bert_jax.model import BertForPreTraining
     from bert_jax.steps import TrainState
 
     def create():
@@ -161,16 +186,6 @@ def init_sharded_state(model_config, optimizer, mesh: Mesh, seed: int):
             nonfinite_streak=jnp.zeros((), jnp.int32),
         )
 
-    abstract_model = nnx.eval_shape(lambda: BertForPreTraining(model_config, rngs=nnx.Rngs(seed)))
-    graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
-    param_shardings = state_shardings(abstract_params, mesh)
-    abstract_state = jax.eval_shape(create)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    shardings = TrainState(
-        step=replicated,
-        params=param_shardings,
-        opt_state=like_params(abstract_state.opt_state, abstract_params, param_shardings, mesh),
-        nonfinite_streak=replicated,
-    )
+    graphdef, _, shardings = abstract_sharded_state(model_config, optimizer, mesh, seed)
     state = jax.jit(create, out_shardings=shardings)()
     return graphdef, state, shardings
