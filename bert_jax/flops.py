@@ -13,6 +13,7 @@ dropout are elementwise (a few FLOPs per activation, ~1-2% of the total; XLA cou
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 
@@ -46,10 +47,19 @@ def default_matmul_size(device: jax.Device) -> int:
     return 2048 if device.platform == "cpu" else 8192
 
 
-def measure_peak_flops(dtype: str = "float32", device: jax.Device | None = None, size: int | None = None,
-                       repeats: int = 7) -> float:
-    """Achieved FLOP/s of a square jitted matmul on `device`: compiled and warmed up, then the median of `repeats`
-    timed runs (each ended by `block_until_ready`), so it is the device's practical peak for the same XLA stack."""
+@dataclasses.dataclass(frozen=True)
+class MatmulRate:
+    """Achieved rate of a square matmul: per wall-clock second, and per second of this process's CPU time (all
+    threads), which a shared CPU machine disturbs less than wall time."""
+
+    flops_per_s: float
+    flops_per_cpu_s: float
+
+
+def measure_matmul(dtype: str = "float32", device: jax.Device | None = None, size: int | None = None,
+                   repeats: int = 7) -> MatmulRate:
+    """Times a square jitted matmul on `device`: compiled and warmed up, then the median of `repeats` runs, each
+    ended by `block_until_ready`; the practical peak of this device under the same XLA stack as the train step."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}")
     device = device or jax.devices()[0]
@@ -59,9 +69,17 @@ def measure_peak_flops(dtype: str = "float32", device: jax.Device | None = None,
     b = jax.device_put(jax.random.normal(keys[1], (size, size), DTYPES[dtype]), device)
     matmul = jax.jit(jnp.matmul).lower(a, b).compile()
     jax.block_until_ready(matmul(a, b))  # warm-up: page in the buffers, spin up the thread pool
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         jax.block_until_ready(matmul(a, b))
-        times.append(time.perf_counter() - start)
-    return 2.0 * size**3 / statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu_start)
+    work = 2.0 * size**3
+    return MatmulRate(work / statistics.median(walls), work / max(statistics.median(cpus), 1e-9))
+
+
+def measure_peak_flops(dtype: str = "float32", device: jax.Device | None = None, size: int | None = None,
+                       repeats: int = 7) -> float:
+    """Achieved FLOP/s (wall clock) of a large jitted matmul on `device`: the denominator of MFU."""
+    return measure_matmul(dtype, device, size, repeats).flops_per_s
