@@ -27,33 +27,13 @@ import jax
 import numpy as np
 
 from bert_jax import flops, optim, sharding, steps
-from bert_jax.configuration import ConfigError, load_config, model_config
+from bert_jax.configuration import ConfigError, load_config, model_config, split_config_overrides
 from bert_jax.data.sources import InputError
 from bert_jax.data.synthetic import synthetic_batch
 
 # Distinct synthetic batches cycled through the timed steps (the step must not see one batch over and over, in case
 # anything were cached on its values; 4 is enough and cheap to hold on the device).
 NUM_SYNTHETIC_BATCHES = 4
-
-
-def _split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """`--config.FIELD=VALUE` (or `--config.FIELD VALUE`) apart from the other arguments."""
-    rest, overrides = [], []
-    argv = list(argv)
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("--config."):
-            field = arg[len("--config.") :]
-            if "=" not in field:
-                if i + 1 >= len(argv):
-                    raise ConfigError(f"{arg} needs a value: {arg}=VALUE")
-                field, i = f"{field}={argv[i + 1]}", i + 1
-            overrides.append(field)
-        else:
-            rest.append(arg)
-        i += 1
-    return rest, overrides
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -82,7 +62,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="side of the square matmul that measures the peak (default: 2048 on CPU, 8192 on "
                         "accelerators)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
-    rest, overrides = _split_config_overrides(argv)
+    rest, overrides = split_config_overrides(argv)
     args = parser.parse_args(rest)
     for name in ("steps", "warmup"):
         minimum = 1 if name == "steps" else 0

@@ -160,25 +160,10 @@ def abstract_train_state(model_config, optimizer, mesh, seed: int):
 
 
 def abstract_batch(batch_size: int, seq_len: int, max_predictions: int, mesh) -> dict[str, Any]:
-    """The global batch contract as sharded `ShapeDtypeStruct`s (int32 ids/masks, float32 MLM weights)."""
-    import jax
-    import jax.numpy as jnp
-
+    """The global batch contract as sharded `ShapeDtypeStruct`s (see `sharding.abstract_batch`)."""
     from bert_jax import sharding
 
-    fields = {
-        "input_ids": ((batch_size, seq_len), jnp.int32),
-        "input_mask": ((batch_size, seq_len), jnp.int32),
-        "segment_ids": ((batch_size, seq_len), jnp.int32),
-        "masked_lm_positions": ((batch_size, max_predictions), jnp.int32),
-        "masked_lm_ids": ((batch_size, max_predictions), jnp.int32),
-        "masked_lm_weights": ((batch_size, max_predictions), jnp.float32),
-        "next_sentence_labels": ((batch_size,), jnp.int32),
-    }
-    return {
-        name: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(mesh, len(shape)))
-        for name, (shape, dtype) in fields.items()
-    }
+    return sharding.abstract_batch(batch_size, seq_len, max_predictions, mesh)
 
 
 def bytes_per_device(abstract_tree) -> int:

@@ -58,13 +58,23 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """`--config.FIELD=VALUE` arguments (ml_collections `config_flags` style) apart from the rest, as FIELD=VALUE."""
+    """`--config.FIELD=VALUE` or `--config.FIELD VALUE` (ml_collections `config_flags` style) apart from the other
+    arguments; the overrides come back as FIELD=VALUE."""
     rest, overrides = [], []
-    for arg in argv:
+    argv = list(argv)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
         if arg.startswith("--config."):
-            overrides.append(arg[len("--config."):])
+            field = arg[len("--config.") :]
+            if "=" not in field:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"{arg} needs a value: {arg}=VALUE")
+                field, i = f"{field}={argv[i + 1]}", i + 1
+            overrides.append(field)
         else:
             rest.append(arg)
+        i += 1
     return rest, overrides
 
 

@@ -134,6 +134,23 @@ def batch_shardings(mesh: Mesh) -> NamedSharding:
     return batch_sharding(mesh, 1)
 
 
+def abstract_batch(batch_size: int, seq_len: int, max_predictions: int, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
+    """The global batch contract as sharded `ShapeDtypeStruct`s: what the step is compiled for ahead of data."""
+    fields = {
+        "input_ids": ((batch_size, seq_len), jnp.int32),
+        "input_mask": ((batch_size, seq_len), jnp.int32),
+        "segment_ids": ((batch_size, seq_len), jnp.int32),
+        "masked_lm_positions": ((batch_size, max_predictions), jnp.int32),
+        "masked_lm_ids": ((batch_size, max_predictions), jnp.int32),
+        "masked_lm_weights": ((batch_size, max_predictions), jnp.float32),
+        "next_sentence_labels": ((batch_size,), jnp.int32),
+    }
+    return {
+        name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, len(shape)))
+        for name, (shape, dtype) in fields.items()
+    }
+
+
 def global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Assembles the global batch from this host's slice (every host passes its own rows)."""
     return {

@@ -295,20 +295,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
 
 def _compile(train_fn, state, config, phase: Phase, mesh):
     """Compiles the step for the phase's shapes ahead of the first batch: the log shows compile time and memory."""
-    host_rows = config.batch_size // jax.process_count()
-    shapes = {
-        "input_ids": ((host_rows, phase.max_seq_length), np.int32),
-        "input_mask": ((host_rows, phase.max_seq_length), np.int32),
-        "segment_ids": ((host_rows, phase.max_seq_length), np.int32),
-        "masked_lm_positions": ((host_rows, phase.max_predictions), np.int32),
-        "masked_lm_ids": ((host_rows, phase.max_predictions), np.int32),
-        "masked_lm_weights": ((host_rows, phase.max_predictions), np.float32),
-        "next_sentence_labels": ((host_rows,), np.int32),
-    }
-    batch = {
-        name: jax.ShapeDtypeStruct((config.batch_size, *shape[1:]), dtype, sharding=sharding.batch_shardings(mesh))
-        for name, (shape, dtype) in shapes.items()
-    }
+    batch = sharding.abstract_batch(config.batch_size, phase.max_seq_length, phase.max_predictions, mesh)
     start = time.perf_counter()
     compiled = train_fn.lower(state, batch).compile()
     seconds = time.perf_counter() - start

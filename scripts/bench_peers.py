@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bert_jax import benchmark, flops  # noqa: E402
-from bert_jax.configuration import ConfigError, load_config, model_config  # noqa: E402
+from bert_jax.configuration import ConfigError, load_config, model_config, split_config_overrides  # noqa: E402
 from bert_jax.data.synthetic import synthetic_batch  # noqa: E402
 
 # Pause when switching frameworks: the other side's idle worker threads stop spinning before timing starts.
@@ -101,7 +101,7 @@ def _summary(walls, cpus, tokens_per_step):
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    rest, overrides = benchmark._split_config_overrides(argv)
+    rest, overrides = split_config_overrides(argv)
     parser = argparse.ArgumentParser(
         prog="python scripts/bench_peers.py",
         description="Time our jitted train step and transformers' PyTorch BertForPreTraining train step on the same "
