@@ -225,9 +225,15 @@ def run(config, args) -> dict[str, Any]:
         config, seq_len=seq_len, max_predictions=max_predictions, data=args.data,
         num_batches=min(NUM_SYNTHETIC_BATCHES, args.steps + args.warmup), log=lambda m: _progress(m, quiet),
     )
+    devices = list(bench.mesh.devices.flat)
+    _progress("compiling the matmul that measures the device's peak", quiet)
+    probe = flops.MatmulProbe(config.model.dtype, devices[0], args.peak_size)
     bench.run(args.warmup)
+    probe.burst()
 
     def on_step(i, times):
+        if i + 1 == args.steps // 2:
+            probe.burst()
         if i + 1 == args.steps or (i + 1) % max(1, args.steps // 5) == 0:
             mean = sum(times) / len(times)
             _progress(f"  step {i + 1}/{args.steps}: {times[-1]:.3f} s (ETA {mean * (args.steps - i - 1):.0f} s)", quiet)
@@ -237,10 +243,9 @@ def run(config, args) -> dict[str, Any]:
     loss = float(bench.last_metrics["loss"])
     if not math.isfinite(loss):
         raise RuntimeError(f"the benchmarked step produced a non-finite loss ({loss}); the timing is meaningless")
-
-    _progress("measuring the matmul peak of the device", quiet)
-    peak, peak_per_cpu_s = device_peak_flops(bench.mesh, config.model.dtype, args.peak_size)
-    devices = list(bench.mesh.devices.flat)
+    probe.burst()
+    ways = peak_ways(bench.mesh)
+    peak, peak_per_cpu_s = probe.peak().flops_per_s * ways, probe.peak().flops_per_cpu_s * ways
     step_s = statistics.median(step_times)
     tokens_per_step = config.batch_size * seq_len
     tokens_per_s = tokens_per_step / step_s
@@ -270,6 +275,8 @@ def run(config, args) -> dict[str, Any]:
         "flops_per_token": model_flops_per_token,
         "model_flops_per_s": model_flops_per_token * tokens_per_s,
         "peak_flops": peak,
+        # every burst's rate (before, between and after the steps): how much the device drifted during the run
+        "peak_flops_bursts": [rate.flops_per_s * ways for rate in probe.bursts],
         "mfu": model_flops_per_token * tokens_per_s / peak,
         "cpu_s": statistics.median(cpu_times),
         "tokens_per_cpu_s": tokens_per_step / statistics.median(cpu_times),
@@ -288,13 +295,11 @@ def run(config, args) -> dict[str, Any]:
     }
 
 
-def device_peak_flops(mesh, dtype: str, size: int | None = None) -> tuple[float, float]:
-    """The mesh's matmul peak, per wall second and per CPU second: one device's measured peak times the devices,
-    except on CPU, where emulated devices share the same cores and one device's matmul already uses all of them."""
+def peak_ways(mesh) -> int:
+    """How many devices' peaks make the mesh's peak: all of them, except on CPU, where emulated devices share the
+    same cores and one device's matmul already uses all of them."""
     devices = list(mesh.devices.flat)
-    rate = flops.measure_matmul(dtype, devices[0], size)
-    ways = 1 if devices[0].platform == "cpu" else len(devices)
-    return rate.flops_per_s * ways, rate.flops_per_cpu_s * ways
+    return 1 if devices[0].platform == "cpu" else len(devices)
 
 
 def _mib(value: int | None) -> str:
@@ -315,7 +320,9 @@ def format_report(result: dict[str, Any]) -> str:
         f"{result['model_flops_per_s'] / 1e9:,.1f} GFLOP/s"
         + (f" (XLA counts {result['xla_flops_per_token'] / 1e6:,.2f} MFLOP/token)"
            if result["xla_flops_per_token"] else ""),
-        f"  peak        {result['peak_flops'] / 1e9:,.1f} GFLOP/s ({result['dtype']} matmul, measured now)",
+        f"  peak        {result['peak_flops'] / 1e9:,.1f} GFLOP/s ({result['dtype']} matmul, fastest of "
+        f"{len(result['peak_flops_bursts'])} bursts around the steps: "
+        f"{', '.join(f'{rate / 1e9:,.0f}' for rate in result['peak_flops_bursts'])})",
         f"  MFU         {result['mfu']:.1%}"
         + (f" (per CPU-second: {result['mfu_cpu_time']:.1%} of {result['peak_flops_per_cpu_s'] / 1e9:,.1f} "
            f"GFLOP/CPU-s; step {result['cpu_s']:.2f} CPU-s, {result['tokens_per_cpu_s']:,.0f} tokens/CPU-s)"

@@ -56,27 +56,52 @@ class MatmulRate:
     flops_per_cpu_s: float
 
 
+class MatmulProbe:
+    """A square jitted matmul on one device, compiled once, timed in bursts.
+
+    A benchmark takes a burst before, between and after its timed steps and uses the fastest burst as the peak. On a
+    shared machine the achieved matmul rate drifts by tens of percent within a minute, so one burst can land in a
+    slow moment the steps never saw, which would flatter MFU; the fastest burst of the run is the conservative
+    denominator. Each burst starts with an untimed run: the first matmul after a train step is slower (measured
+    here: 124 against 170 GFLOP/s), as the step leaves other data in the caches and its own threads parked."""
+
+    def __init__(self, dtype: str = "float32", device: jax.Device | None = None, size: int | None = None):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}")
+        device = device or jax.devices()[0]
+        self.size = size or default_matmul_size(device)
+        keys = jax.random.split(jax.random.key(0))
+        self._a = jax.device_put(jax.random.normal(keys[0], (self.size, self.size), DTYPES[dtype]), device)
+        self._b = jax.device_put(jax.random.normal(keys[1], (self.size, self.size), DTYPES[dtype]), device)
+        self._matmul = jax.jit(jnp.matmul).lower(self._a, self._b).compile()
+        self.bursts: list[MatmulRate] = []
+
+    def burst(self, repeats: int = 5) -> MatmulRate:
+        """One untimed run, then the median of `repeats` timed runs, each ended by `block_until_ready`."""
+        jax.block_until_ready(self._matmul(self._a, self._b))
+        walls, cpus = [], []
+        for _ in range(repeats):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            jax.block_until_ready(self._matmul(self._a, self._b))
+            walls.append(time.perf_counter() - start)
+            cpus.append(time.process_time() - cpu_start)
+        work = 2.0 * self.size**3
+        rate = MatmulRate(work / statistics.median(walls), work / max(statistics.median(cpus), 1e-9))
+        self.bursts.append(rate)
+        return rate
+
+    def peak(self) -> MatmulRate:
+        """The fastest burst so far (per wall second; its per-CPU-second rate with it)."""
+        if not self.bursts:
+            raise ValueError("burst() was never called")
+        return max(self.bursts, key=lambda rate: rate.flops_per_s)
+
+
 def measure_matmul(dtype: str = "float32", device: jax.Device | None = None, size: int | None = None,
                    repeats: int = 7) -> MatmulRate:
     """Times a square jitted matmul on `device`: compiled and warmed up, then the median of `repeats` runs, each
     ended by `block_until_ready`; the practical peak of this device under the same XLA stack as the train step."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}")
-    device = device or jax.devices()[0]
-    size = size or default_matmul_size(device)
-    keys = jax.random.split(jax.random.key(0))
-    a = jax.device_put(jax.random.normal(keys[0], (size, size), DTYPES[dtype]), device)
-    b = jax.device_put(jax.random.normal(keys[1], (size, size), DTYPES[dtype]), device)
-    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
-    jax.block_until_ready(matmul(a, b))  # warm-up: page in the buffers, spin up the thread pool
-    walls, cpus = [], []
-    for _ in range(repeats):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        jax.block_until_ready(matmul(a, b))
-        walls.append(time.perf_counter() - start)
-        cpus.append(time.process_time() - cpu_start)
-    work = 2.0 * size**3
-    return MatmulRate(work / statistics.median(walls), work / max(statistics.median(cpus), 1e-9))
+    return MatmulProbe(dtype, device, size).burst(repeats)
 
 
 def measure_peak_flops(dtype: str = "float32", device: jax.Device | None = None, size: int | None = None,

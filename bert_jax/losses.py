@@ -11,12 +11,23 @@ import jax.numpy as jnp
 import optax
 
 
+def label_is_top(logits_NxC, labels_N) -> jax.Array:
+    """1.0 where the label's logit is the largest, else 0.0.
+
+    Equal to `argmax == label` except on an exact tie for the top logit, where the label counts as correct. A `max`
+    is used instead of `argmax` because XLA:CPU lowers argmax over the 30k-wide vocabulary to an unvectorised
+    (value, index) reduce: 90 ms of a 2.6 s small-config step against 6 ms for the max (docs/bench_train_step.md).
+    """
+    label_logit = jnp.take_along_axis(logits_NxC, labels_N[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return (label_logit >= jnp.max(logits_NxC, axis=-1)).astype(jnp.float32)
+
+
 def mlm_sums(mlm_logits_BxPxV, masked_lm_ids_BxP, masked_lm_weights_BxP) -> dict[str, jax.Array]:
     """Weighted cross-entropy and accuracy over the masked positions; padding positions carry weight 0."""
     logits = mlm_logits_BxPxV.astype(jnp.float32)
     weights = masked_lm_weights_BxP.astype(jnp.float32)
     xent_BxP = optax.softmax_cross_entropy_with_integer_labels(logits, masked_lm_ids_BxP)
-    correct_BxP = (jnp.argmax(logits, axis=-1) == masked_lm_ids_BxP).astype(jnp.float32)
+    correct_BxP = label_is_top(logits, masked_lm_ids_BxP)
     return {
         "mlm_loss_sum": jnp.sum(xent_BxP * weights),
         "mlm_correct_sum": jnp.sum(correct_BxP * weights),
@@ -30,7 +41,7 @@ def nsp_sums(nsp_logits_Bx2, next_sentence_labels_B, example_weights_B=None) -> 
     labels = next_sentence_labels_B.reshape(-1)
     weights = jnp.ones(labels.shape, jnp.float32) if example_weights_B is None else example_weights_B.astype(jnp.float32)
     xent_B = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    correct_B = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    correct_B = label_is_top(logits, labels)
     return {
         "nsp_loss_sum": jnp.sum(xent_B * weights),
         "nsp_correct_sum": jnp.sum(correct_B * weights),

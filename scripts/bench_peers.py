@@ -4,13 +4,15 @@
 
 Both sides train the same model (our config, converted field by field to `transformers.BertConfig`, dropout included)
 on the same batches (synthetic, of the batch contract; transformers gets MLM labels at the masked positions and -100
-elsewhere, and the NSP labels), with AdamW (no decay on LayerNorm and biases), global-norm clipping at 1.0, in f32.
+elsewhere, and the NSP labels), with AdamW (no decay on LayerNorm and biases), global-norm clipping at 1.0, in f32,
+or with `--config.model.dtype=bfloat16` in bf16 (ours: bf16 compute on f32 master weights; transformers: the same
+under `torch.autocast`). On a GPU transformers runs on CUDA (`--torch_device`), synchronised at the end of each step.
 Ours is the trainer's jitted step (`bert_jax.benchmark.compile_step`); transformers' is eager PyTorch with its default
 attention implementation (SDPA), as users run it. Rounds alternate ours and theirs (A B A B ...) so a shared machine's
-load hits both alike; every step ends synchronised (`block_until_ready`; PyTorch CPU is synchronous). Both use every
-core: torch.set_num_threads(nproc) and XLA's CPU thread pool. Reported: median wall time per step, tokens/s, process
+load hits both alike; every step ends synchronised (`block_until_ready`; PyTorch CPU is synchronous, CUDA is
+synchronised). Both use every core: torch.set_num_threads(nproc) and XLA's CPU thread pool. Reported: median wall time per step, tokens/s, process
 CPU seconds per step and tokens per CPU-second (steadier on a shared machine), the ratios, and our MFU against
-a matmul peak measured in every round.
+the fastest of the matmul bursts timed after every round.
 """
 
 from __future__ import annotations
@@ -46,14 +48,19 @@ def torch_labels(batch: dict[str, np.ndarray]) -> np.ndarray:
 class TorchStep:
     """transformers' BertForPreTraining train step: forward with labels, backward, clip, AdamW."""
 
-    def __init__(self, bert_config, optimizer_config, host_batches, threads: int):
+    def __init__(self, bert_config, optimizer_config, host_batches, threads: int, device: str, dtype: str):
         import torch
         import transformers
 
         torch.set_num_threads(threads)
         torch.manual_seed(0)
         self.torch = torch
-        self.model = transformers.BertForPreTraining(transformers.BertConfig(**bert_config.to_hf_dict())).train()
+        self.device = torch.device(device)
+        # bf16 as transformers users run it: f32 weights and optimizer, the forward under autocast (like our f32
+        # master weights with bf16 compute).
+        self.autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16}[dtype]
+        hf_config = transformers.BertConfig(**bert_config.to_hf_dict())
+        self.model = transformers.BertForPreTraining(hf_config).to(self.device).train()
         self.attention = self.model.config._attn_implementation
         no_decay = [p for n, p in self.model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
         decay = [p for n, p in self.model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
@@ -72,15 +79,19 @@ class TorchStep:
             )
             for b in host_batches
         ]
+        self.batches = [{name: x.to(self.device) for name, x in batch.items()} for batch in self.batches]
         self.last_loss = float("nan")
 
     def step(self, batch) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.model(**batch).loss
+        with self.torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            loss = self.model(**batch).loss
         loss.backward()
         if self.clip > 0:
             self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         self.optimizer.step()
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)  # the step ends when the GPU is done, as ours ends
         self.last_loss = float(loss.detach())
 
     def run(self, num_steps: int, offset: int = 0) -> tuple[list[float], list[float]]:
@@ -115,6 +126,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side per round (default %(default)s)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="torch.set_num_threads (default nproc = %(default)s; XLA uses every core)")
+    parser.add_argument("--torch_device", default=None,
+                        help="where transformers runs: cuda when torch sees a GPU, else cpu (ours runs on JAX's "
+                        "default backend)")
     parser.add_argument("--peak_size", type=int, default=None, help="matmul side for the peak (default: 2048 on CPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(rest)
@@ -122,8 +136,9 @@ def main(argv=None) -> int:
         parser.error("--rounds and --steps must be >= 1")
     try:
         config = load_config(args.config, overrides)
-        if config.model.dtype != "float32":
-            raise ConfigError("the peer comparison is f32 on both sides; drop the model.dtype override")
+        if config.model.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"model.dtype {config.model.dtype!r}: the peer comparison supports float32 and "
+                              "bfloat16 (autocast on the transformers side)")
         phase = config.phases[args.phase]
     except (ConfigError, IndexError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -136,8 +151,13 @@ def main(argv=None) -> int:
         synthetic_batch(config.batch_size, seq_len, max_predictions, config.model.vocab_size, seed=i)
         for i in range(benchmark.NUM_SYNTHETIC_BATCHES)
     ]
-    theirs = TorchStep(model_config(config), config.optimizer, host_batches, args.threads)
-    log(f"warming up both (transformers attention: {theirs.attention}, torch threads {args.threads})")
+    import torch
+
+    torch_device = args.torch_device or ("cuda" if torch.cuda.is_available() else "cpu")
+    theirs = TorchStep(model_config(config), config.optimizer, host_batches, args.threads, torch_device,
+                       config.model.dtype)
+    log(f"warming up both (transformers on {torch_device}, attention: {theirs.attention}, "
+        f"{config.model.dtype}, torch threads {args.threads})")
     ours.run(1)
     theirs.run(1)
 
@@ -145,7 +165,7 @@ def main(argv=None) -> int:
     cpus = {"bert_jax": [], "transformers": []}
     load_before = os.getloadavg()
     device = list(ours.mesh.devices.flat)[0]
-    peaks, peaks_per_cpu_s = [], []
+    probe = flops.MatmulProbe(config.model.dtype, device, args.peak_size)
     for round_index in range(args.rounds):
         time.sleep(SWITCH_PAUSE_S)
         walls["bert_jax"] += ours.run(args.steps, offset=round_index * args.steps)
@@ -154,16 +174,13 @@ def main(argv=None) -> int:
         wall, cpu = theirs.run(args.steps, offset=round_index * args.steps)
         walls["transformers"] += wall
         cpus["transformers"] += cpu
-        # The matmul peak too, every round, so MFU's denominator sees the same load as its numerator.
-        rate = flops.measure_matmul("float32", device, args.peak_size, repeats=3)
-        peaks.append(rate.flops_per_s)
-        peaks_per_cpu_s.append(rate.flops_per_cpu_s)
+        # A matmul burst every round; MFU's denominator is the fastest of them (see flops.MatmulProbe).
+        probe.burst(3)
         log(f"round {round_index + 1}/{args.rounds}: bert_jax {statistics.median(walls['bert_jax']):.3f} s/step, "
             f"transformers {statistics.median(walls['transformers']):.3f} s/step (medians so far)")
     load_after = os.getloadavg()
-    peak, peak_per_cpu_s = statistics.median(peaks), statistics.median(peaks_per_cpu_s)
+    peak, peak_per_cpu_s = probe.peak().flops_per_s, probe.peak().flops_per_cpu_s
 
-    import torch
     import transformers
 
     tokens_per_step = config.batch_size * seq_len
@@ -186,7 +203,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{args.config} {' '.join(overrides)}: batch {config.batch_size} x seq {seq_len}, f32, "
+    print(f"{args.config} {' '.join(overrides)}: batch {config.batch_size} x seq {seq_len}, {config.model.dtype}, "
           f"{args.rounds} rounds x {args.steps} steps, load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
     print(f"{'':14s} {'s/step':>8s} {'tokens/s':>9s} {'CPU-s/step':>10s} {'tokens/CPU-s':>12s}")
     for name in ("bert_jax", "transformers"):

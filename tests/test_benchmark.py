@@ -121,6 +121,7 @@ def test_cli_json_fields_are_consistent(cli_result):
     assert r["parameters"] == count_parameters(config)
     assert math.isfinite(r["loss"]) and r["loss"] > 0
     assert 0 < r["peak_flops"] < 1e16 and 0 < r["mfu"] < 1
+    assert len(r["peak_flops_bursts"]) == 3 and r["peak_flops"] == max(r["peak_flops_bursts"])
     assert r["compile_s"] > 0
     assert r["memory"]["host_peak_rss_bytes"] > 0
     # XLA's plan holds at least the train state (params + 2 Adam moments, f32) as arguments.
@@ -301,3 +302,43 @@ def test_tied_decoder_gradients_equal_autodiff():
     for got, want in zip(ours, reference):
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_probe_peak_is_the_fastest_burst():
+    probe = flops.MatmulProbe("float32", jax.devices()[0], size=128)
+    rates = [probe.burst(2) for _ in range(3)]
+    assert probe.bursts == rates
+    assert probe.peak().flops_per_s == max(rate.flops_per_s for rate in rates)
+    assert all(np.isfinite(rate.flops_per_cpu_s) and rate.flops_per_cpu_s > 0 for rate in rates)
+    with pytest.raises(ValueError, match="burst"):
+        flops.MatmulProbe("float32", jax.devices()[0], size=8).peak()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_peer_script_trains_the_same_model_on_the_same_labels(dtype):
+    """scripts/bench_peers.py end to end (tiny config, one round): both sides report finite steps, the ratio is
+    the ratio of the reported rates, and both start at the loss of an untrained model on the same labels: about
+    ln(vocab) for MLM plus ln(2) for NSP (BERT's 0.02 init gives near-uniform logits), so the peer really trains our
+    model's size, vocabulary and labels (bf16 through torch.autocast)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=16", "").strip()
+    completed = subprocess.run(
+        [sys.executable, "scripts/bench_peers.py", "--config", "configs/base_cased.py:tiny", "--config.batch_size=8",
+         f"--config.model.dtype={dtype}", "--rounds", "1", "--steps", "1", "--peak_size", "256", "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    r = json.loads(completed.stdout)
+    assert r["speedup"] == pytest.approx(r["bert_jax"]["tokens_per_s"] / r["transformers"]["tokens_per_s"], rel=1e-12)
+    untrained = math.log(4096) + math.log(2)
+    for side in ("bert_jax", "transformers"):
+        assert r[side]["step_s"] > 0 and r[side]["steps"] == 1
+        assert abs(r["losses"][side] - untrained) < 0.1 * untrained, (side, r["losses"])
+    assert 0 < r["bert_jax"]["mfu"] < 1
+
+
+def test_peer_script_rejects_an_unsupported_dtype():
+    completed = subprocess.run(
+        [sys.executable, "scripts/bench_peers.py", "--config", "configs/base_cased.py:tiny",
+         "--config.model.dtype=float16"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert "model.dtype" in completed.stderr and "bfloat16" in completed.stderr

@@ -78,3 +78,17 @@ def test_example_weights_mask_padded_examples():
     first4 = losses.nsp_sums(b["nsp_logits"][:4], b["next_sentence_labels"][:4])
     assert float(masked["nsp_count"]) == 4
     np.testing.assert_allclose(float(masked["nsp_loss_sum"]), float(first4["nsp_loss_sum"]), rtol=1e-6)
+
+
+def test_label_is_top_equals_argmax_and_counts_a_tie_as_correct():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(400, 50)).astype(np.float32)
+    labels = rng.integers(0, 50, size=400).astype(np.int32)
+    labels[:100] = logits[:100].argmax(-1)  # make sure both outcomes occur
+    got = np.asarray(losses.label_is_top(jnp.asarray(logits), jnp.asarray(labels)))
+    np.testing.assert_array_equal(got, (logits.argmax(-1) == labels).astype(np.float32))
+    assert 0 < got.sum() < len(got)
+    # Exact tie for the top logit: argmax picks the first index; the max comparison counts either label correct.
+    tie = np.array([[1.0, 3.0, 3.0, 0.0]], np.float32)
+    assert float(losses.label_is_top(jnp.asarray(tie), jnp.asarray([2]))[0]) == 1.0
+    assert float(losses.label_is_top(jnp.asarray(tie), jnp.asarray([0]))[0]) == 0.0
