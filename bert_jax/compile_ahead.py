@@ -30,30 +30,15 @@ import sys
 import time
 from typing import Any
 
+from bert_jax import tpu_generations
+from bert_jax.tpu_generations import TpuGeneration
+
 GIB = 1024**3
 
 
-@dataclasses.dataclass(frozen=True)
-class TpuGeneration:
-    """What compile-ahead needs to know about one TPU generation (public Cloud TPU specs, per chip)."""
-
-    name: str  # our name and the prefix of libtpu's topology names
-    chip_config: str  # libtpu chip config: "megacore" = the chip's two TensorCores are one JAX device
-    cores_per_chip: int  # what accelerator-type names (v4-32) count per chip
-    hbm_gib: float  # HBM per chip
-    peak_bf16_flops: float  # dense bf16 matmul peak per chip
-    accelerator_prefix: str  # Cloud accelerator-type prefix (v4-32, v5litepod-16)
-    dims: int  # torus dimensions of a slice (3 on v4/v5p, 2 on v5e/v6e)
-
-
+# The generations compile-ahead supports, by libtpu's name (v4, v5e); the facts are in bert_jax/tpu_generations.py.
 GENERATIONS: dict[str, TpuGeneration] = {
-    g.name: g
-    for g in (
-        TpuGeneration("v4", "megacore", 2, 32, 275e12, "v4", 3),
-        TpuGeneration("v5e", "default", 1, 16, 197e12, "v5litepod", 2),
-        TpuGeneration("v5p", "megacore", 2, 95, 459e12, "v5p", 3),
-        TpuGeneration("v6e", "default", 1, 32, 918e12, "v6e", 2),
-    )
+    name: g for name, g in tpu_generations.GENERATIONS.items() if g.chip_config is not None
 }
 _ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6lite": "v6e", "v5": "v5p"}
 

@@ -1,10 +1,6 @@
 """Cloud TPU accelerator types (`v4-32`, `v5litepod-16`, ...) -> chips, hosts and JAX devices; input checks.
 
-The number in an accelerator type counts TensorCores for v2, v3, v4 and v5p (two per chip) and chips for v5e
-(`v5litepod`) and v6e. A slice of up to 4 chips (8 for v5e/v6e) is one TPU VM; larger slices have 4 chips per VM
-(worker), and every worker runs one JAX process. JAX sees one device per chip, except on v2/v3, where each of the
-two cores is a device. Sources: the Cloud TPU system-architecture pages and the runtime-version table
-(https://cloud.google.com/tpu/docs/runtimes).
+How accelerator types count and split into VMs is in the shared table, `bert_jax/tpu_generations.py`.
 
 The checks here catch typos before anything is created; the TPU API remains the judge of what a zone offers.
 """
@@ -15,45 +11,13 @@ import dataclasses
 import re
 import sys
 
+from bert_jax import tpu_generations
 from bert_jax.launch.errors import InputError
+from bert_jax.tpu_generations import TpuGeneration
 
 
-@dataclasses.dataclass(frozen=True)
-class Generation:
-    prefix: str  # the part of the accelerator type before the dash
-    counts: str  # what the number after the dash counts: "cores" or "chips"
-    cores_per_chip: int
-    devices_per_chip: int  # JAX devices per chip (v4/v5p cores are fused into one "megacore" device)
-    chips_per_worker: int  # chips per TPU VM in multi-VM slices
-    max_single_worker_chips: int  # the largest slice that is a single TPU VM
-    sizes: tuple[int, ...]  # accepted numbers after the dash
-    runtime_versions: tuple[str, ...]  # software versions for JAX; the first is the default
-
-    @property
-    def examples(self) -> str:
-        return ", ".join(f"{self.prefix}-{size}" for size in self.sizes[:4])
-
-
-def _whole_workers(cores_per_worker: int, max_cores: int) -> tuple[int, ...]:
-    """v4/v5p slices come in whole 4-chip workers; the API checks the exact topology."""
-    return tuple(range(cores_per_worker, max_cores + 1, cores_per_worker))
-
-
-_V4_RUNTIMES = ("tpu-ubuntu2204-base", "tpu-vm-v4-base", "tpu-vm-base")
-GENERATIONS: dict[str, Generation] = {
-    generation.prefix: generation
-    for generation in (
-        Generation("v2", "cores", 2, 2, 4, 4, (8, 32, 128, 256, 512), _V4_RUNTIMES),
-        Generation("v3", "cores", 2, 2, 4, 4, (8, 32, 64, 128, 256, 512, 1024, 2048), _V4_RUNTIMES),
-        Generation("v4", "cores", 2, 1, 4, 4, _whole_workers(8, 8192), _V4_RUNTIMES),
-        Generation("v5p", "cores", 2, 1, 4, 4, _whole_workers(8, 17920), ("v2-alpha-tpuv5",)),
-        Generation(
-            "v5litepod", "chips", 1, 1, 4, 8, (1, 4, 8, 16, 32, 64, 128, 256),
-            ("v2-alpha-tpuv5-lite", "v2-tpuv5-litepod"),
-        ),
-        Generation("v6e", "chips", 1, 1, 4, 8, (1, 4, 8, 16, 32, 64, 128, 256), ("v2-alpha-tpuv6e",)),
-    )
-}
+# By accelerator-type prefix (v4, v5litepod): the spelling gcloud takes.
+GENERATIONS: dict[str, TpuGeneration] = {g.accelerator_prefix: g for g in tpu_generations.GENERATIONS.values()}
 
 _ACCELERATOR = re.compile(r"^(?P<prefix>v\d+[a-z]*)-(?P<size>\d+)$")
 # Compute zones: region (`us-central2`, `europe-west4`, `northamerica-northeast1`) plus a one-letter zone suffix.
@@ -68,7 +32,7 @@ _RUNTIME_VERSION = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
 @dataclasses.dataclass(frozen=True)
 class AcceleratorSpec:
     name: str  # as gcloud takes it: v4-32
-    generation: Generation
+    generation: TpuGeneration
     chips: int
     workers: int  # TPU VMs = JAX processes
     devices: int  # jax.device_count() over the whole slice
@@ -84,7 +48,7 @@ class AcceleratorSpec:
 def parse_accelerator_type(name: str) -> AcceleratorSpec:
     """`v4-32` -> 16 chips on 4 workers; an unknown or malformed type is an InputError listing valid ones."""
     match = _ACCELERATOR.match(name.strip().lower())
-    known = "; ".join(f"{g.prefix} ({g.counts}: {g.examples}, ...)" for g in GENERATIONS.values())
+    known = "; ".join(f"{g.accelerator_prefix} ({g.counts}: {g.examples}, ...)" for g in GENERATIONS.values())
     if not match:
         raise InputError(
             f"--accelerator_type {name!r} is not an accelerator type: expected GENERATION-SIZE, e.g. v4-32 or "
@@ -96,7 +60,7 @@ def parse_accelerator_type(name: str) -> AcceleratorSpec:
     size = int(match["size"])
     if size not in generation.sizes:
         raise InputError(
-            f"--accelerator_type {name!r}: {generation.prefix} slices are counted in {generation.counts} and come "
+            f"--accelerator_type {name!r}: {generation.accelerator_prefix} slices are counted in {generation.counts} and come "
             f"in sizes like {generation.examples} (not {size})"
         )
     chips = size // generation.cores_per_chip if generation.counts == "cores" else size
@@ -105,7 +69,7 @@ def parse_accelerator_type(name: str) -> AcceleratorSpec:
     else:
         workers = chips // generation.chips_per_worker
     return AcceleratorSpec(
-        name=f"{generation.prefix}-{size}",
+        name=f"{generation.accelerator_prefix}-{size}",
         generation=generation,
         chips=chips,
         workers=workers,
@@ -127,11 +91,11 @@ def check_runtime_version(runtime_version: str | None, accelerator: AcceleratorS
     for other in GENERATIONS.values():
         if runtime_version in other.runtime_versions:
             raise InputError(
-                f"--runtime_version {runtime_version!r} is the software version for {other.prefix} TPUs, not "
+                f"--runtime_version {runtime_version!r} is the software version for {other.accelerator_prefix} TPUs, not "
                 f"{accelerator.name}; use {generation.runtime_versions[0]} (or leave --runtime_version out)"
             )
     print(
-        f"launch: note: runtime version {runtime_version!r} is not in bert_jax's table for {generation.prefix} "
+        f"launch: note: runtime version {runtime_version!r} is not in bert_jax's table for {generation.accelerator_prefix} "
         f"({', '.join(generation.runtime_versions)}); list the valid ones with `gcloud compute tpus tpu-vm "
         f"versions list --zone ZONE`",
         file=sys.stderr,
