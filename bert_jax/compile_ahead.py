@@ -221,6 +221,7 @@ class PhaseReport:
     flops_per_device: float = 0.0  # XLA cost analysis of the compiled per-device program
     flops_per_step: float = 0.0  # flops_per_device * num_devices
     model_flops_per_step: float = 0.0  # bert_jax.flops formula (6N + 12LDS + heads) x tokens
+    scan_layers: bool = False  # model.scan_layers: XLA's cost analysis then counts the scanned layer body once
     cost_analysis: dict = dataclasses.field(default_factory=dict)
 
 
@@ -249,6 +250,7 @@ def compile_phase(config, model_config_, topology: Topology, devices, phase_inde
         batch_bytes_by_sharding=bytes_per_device(batch), hbm_bytes=hbm,
         model_flops_per_step=flops.flops_per_token(model_config_, phase.max_seq_length, phase.max_predictions)
         * config.batch_size * phase.max_seq_length,
+        scan_layers=model_config_.scan_layers,
     )
     start = time.perf_counter()
     try:
@@ -305,7 +307,8 @@ def format_report(report: PhaseReport) -> str:
         f"    total                 {_gib(report.total_bytes):>12}  of {_gib(report.hbm_bytes)} HBM: "
         f"{'fits' if report.fits else 'DOES NOT FIT'} ({100 * report.total_bytes / report.hbm_bytes:.0f}%)",
         f"  XLA flops per step      {report.flops_per_step:.4g}  ({report.flops_per_device:.4g} per device; "
-        f"model formula {report.model_flops_per_step:.4g}, ratio {ratio:.3f})",
+        f"model formula {report.model_flops_per_step:.4g}, ratio {ratio:.3f})"
+        + (": XLA counts the scanned layer body once, not once per layer" if report.scan_layers else ""),
     ]
     if report.cost_analysis.get("optimal_seconds", 0) > 0:  # libtpu 0.0.42 gives negative nonsense for v4
         lines.append(f"  XLA cost-model step     {1e3 * report.cost_analysis['optimal_seconds']:8.2f} ms  (the compiler's "

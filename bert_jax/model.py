@@ -50,6 +50,7 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     dtype: str = "float32"  # compute dtype of matmuls and activations
     param_dtype: str = "float32"  # storage dtype of parameters (keep f32 for training)
+    scan_layers: bool = False  # run the encoder as a lax.scan over stacked layer weights (compile time; not in HF)
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
@@ -361,14 +362,40 @@ class BertModel(nnx.Module):
         mask_Bx1x1xS = input_mask_BxS.astype(jnp.bool_)[:, None, None, :]
         x_BxSxD = self.embeddings(input_ids_BxS, segment_ids_BxS, deterministic=deterministic, rngs=rngs)
         hidden_states = [x_BxSxD]
-        for layer in self.layers:
-            x_BxSxD = layer(x_BxSxD, mask_Bx1x1xS, deterministic=deterministic, rngs=rngs)
-            hidden_states.append(x_BxSxD)
+        if self.config.scan_layers and not output_hidden_states:
+            x_BxSxD = self._scan_layers(x_BxSxD, mask_Bx1x1xS, deterministic=deterministic, rngs=rngs)
+        else:
+            for layer in self.layers:
+                x_BxSxD = layer(x_BxSxD, mask_Bx1x1xS, deterministic=deterministic, rngs=rngs)
+                hidden_states.append(x_BxSxD)
         pooled_BxD = jnp.tanh(self.pooler(x_BxSxD[:, 0]))
         outputs = {"sequence_output": x_BxSxD, "pooled_output": pooled_BxD}
         if output_hidden_states:
             outputs["hidden_states"] = tuple(hidden_states)
         return outputs
+
+    def _scan_layers(self, x_BxSxD, mask_Bx1x1xS, *, deterministic, rngs):
+        """The encoder as one `lax.scan` over the layers, so XLA compiles one layer body instead of L copies.
+
+        The parameters stay one module per layer (the checkpoint, the sharding rules and the Hugging Face mapping
+        do not change); they are stacked along a new leading axis here, inside the step. Each layer's dropout key
+        is split from one draw, so the masks differ from the unrolled encoder's (same distribution); without
+        dropout both compute the same function (tested). `output_hidden_states` takes the unrolled loop, which
+        keeps every layer's output."""
+        graphdef, _ = nnx.split(self.layers[0])
+        stacked_state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(nnx.state(layer) for layer in self.layers))
+        keys = None
+        if not deterministic and rngs is not None:
+            keys = jax.random.split(rngs.dropout(), len(self.layers))
+
+        def layer_step(x, state_and_key):
+            state, key = state_and_key
+            layer = nnx.merge(graphdef, state)
+            layer_rngs = None if key is None else nnx.Rngs(dropout=key)
+            return layer(x, mask_Bx1x1xS, deterministic=deterministic, rngs=layer_rngs), None
+
+        x_BxSxD, _ = jax.lax.scan(layer_step, x_BxSxD, (stacked_state, keys))
+        return x_BxSxD
 
 
 class BertForPreTraining(nnx.Module):

@@ -33,6 +33,7 @@ def get_config(arg=None):
     model.layer_norm_eps = 1e-12  # LayerNorm epsilon, as the original
     model.dtype = "float32"  # compute dtype: "bfloat16" on TPU/GPU for speed
     model.param_dtype = "float32"  # parameter and optimizer-state storage (master weights)
+    model.scan_layers = False  # encoder as a lax.scan over layers: faster compiles of deep models (docs/bench_train_step.md)
 
     config.data = data = ml_collections.ConfigDict()
     data.dir = "data/built/base_cased"  # built dataset (python -m bert_jax.data.build --output)

@@ -144,3 +144,16 @@ def test_tpu_compile_memory_matches_the_sharding():
     for report in reports.values():
         assert report.alias_bytes <= report.argument_bytes - report.batch_bytes_by_sharding
     assert np.isclose(reports[1].flops_per_step, reports[4].flops_per_step, rtol=0.25)
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_report_says_when_xla_counts_a_scanned_layer_once(scan_layers):
+    report = compile_ahead.PhaseReport(
+        topology="v5e:4x4", accelerator_type="v5litepod-16", device_kind="TPU v5 lite", num_devices=16,
+        mesh={"data": 16, "fsdp": 1, "tensor": 1}, phase=0, seq_len=128, max_predictions=20, global_batch=256,
+        model_dtype="bfloat16", compiled=True, compile_s=60.0, hbm_bytes=16 * 2**30, total_bytes=2**30,
+        flops_per_step=2.2e12, model_flops_per_step=1.8e13, scan_layers=scan_layers,
+    )
+    text = compile_ahead.format_report(report)
+    assert "ratio 0.122" in text
+    assert ("scanned layer body once" in text) == scan_layers

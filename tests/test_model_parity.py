@@ -1,13 +1,16 @@
 """Our Flax BERT is the same function as transformers' BertForPreTraining (PyTorch, f32)."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
+from flax import nnx
 
 from bert_jax import hf
-from bert_jax.model import BertConfig, count_parameters
+from bert_jax.model import BertConfig, BertForPreTraining, count_parameters
 from tests.hf_reference import max_abs_diff, torch_forward, padded_batch, random_hf_pretraining_model, tiny_hf_config
 
 TOLERANCE = 1e-4  # f32 on CPU; observed differences are ~1e-6
@@ -36,6 +39,18 @@ def test_logits_and_every_hidden_state_match(hf_and_ours):
     assert len(out["hidden_states"]) == len(ref.hidden_states) == torch_model.config.num_hidden_layers + 1
     for layer, (a, b) in enumerate(zip(out["hidden_states"], ref.hidden_states)):
         assert max_abs_diff(a, b.numpy()) <= TOLERANCE, f"hidden state {layer}"
+    assert max_abs_diff(out["mlm_logits"], ref.prediction_logits.numpy()) <= TOLERANCE
+    assert max_abs_diff(out["nsp_logits"], ref.seq_relationship_logits.numpy()) <= TOLERANCE
+
+
+def test_scanned_encoder_matches_transformers(hf_and_ours):
+    """`scan_layers=True` runs the same weights (same parameter tree) through one scanned layer body."""
+    torch_model, ours, _ = hf_and_ours
+    scanned = BertForPreTraining(dataclasses.replace(ours.config, scan_layers=True), rngs=nnx.Rngs(1))
+    nnx.update(scanned, nnx.state(ours))
+    input_ids, input_mask, segment_ids = padded_batch(torch_model.config.vocab_size, seed=2)
+    ref = torch_forward(torch_model, input_ids, input_mask, segment_ids)
+    out = scanned(jnp.asarray(input_ids), jnp.asarray(input_mask), jnp.asarray(segment_ids))
     assert max_abs_diff(out["mlm_logits"], ref.prediction_logits.numpy()) <= TOLERANCE
     assert max_abs_diff(out["nsp_logits"], ref.seq_relationship_logits.numpy()) <= TOLERANCE
 
