@@ -4,11 +4,11 @@
     python -m bert_jax.benchmark --config configs/base_cased.py --config.model.dtype=bfloat16 --phase 1
     python -m bert_jax.benchmark --config configs/base_cased.py:tiny --data built      # batches from config.data.dir
 
-The mesh, the sharded state and the step are built exactly as the trainer builds them (`sharding.make_mesh`,
-`sharding.init_sharded_state`, `steps.jit_train_step`), so the number is the trainer's step, not a lookalike. Batches
-follow the batch contract (synthetic by default, `data/synthetic.py`) and are placed on the mesh before timing, so the
-timing is the step alone. Each timed step ends with `jax.block_until_ready`. MFU divides model FLOPs (bert_jax.flops,
-formula in docs/bench_train_step.md) by the matmul peak measured on the same device in the same run.
+The mesh, the objective, the sharded state and the step come from the trainer's own setup path
+(`training.setup.build`), so the number is the trainer's step, not a lookalike. Batches follow the objective's batch
+contract (synthetic by default, `data/synthetic.py`) and are placed on the mesh before timing, so the timing is the
+step alone. Each timed step ends with `jax.block_until_ready`. MFU divides the objective's model FLOPs (formula in
+docs/bench_train_step.md) by the matmul peak measured on the same device in the same run.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from bert_jax import flops, optim, sharding, steps
-from bert_jax.configuration import ConfigError, load_config, model_config, split_config_overrides
-from bert_jax.data.sources import InputError
+from bert_jax import errors
+from bert_jax.configuration import load_config, split_config_overrides
 from bert_jax.data.synthetic import synthetic_batch
+from bert_jax.errors import ConfigError
+from bert_jax.training import flops, setup as setup_lib
 
 # Distinct synthetic batches cycled through the timed steps (the step must not see one batch over and over, in case
 # anything were cached on its values; 4 is enough and cheap to hold on the device).
@@ -99,11 +100,11 @@ def _host_batches(config, data: str, seq_len: int, max_predictions: int, count: 
             synthetic_batch(per_host, seq_len, max_predictions, config.model.vocab_size, seed=jax.process_index() * 1000 + i)
             for i in range(count)
         ]
-    from bert_jax import trainer  # the trainer's own loader and masking settings, not a lookalike
+    from bert_jax.training import inputs  # the trainer's own loader and masking settings, not a lookalike
+    from bert_jax.training.phases import Phase
 
-    phase = trainer.Phase(index=0, start=0, end=config.train_steps, max_seq_length=seq_len,
-                          max_predictions=max_predictions)
-    iterator = trainer.train_iterator(config, phase)
+    phase = Phase(index=0, start=0, end=config.train_steps, max_seq_length=seq_len, max_predictions=max_predictions)
+    iterator = inputs.train_iterator(config, phase)
     return [next(iterator) for _ in range(count)]
 
 
@@ -155,18 +156,19 @@ def _progress(message: str, quiet: bool) -> None:
 class CompiledStep:
     """The trainer's step compiled for one shape, with its state and device batches: what gets timed."""
 
-    config: Any
-    bert_config: Any
-    mesh: Any
+    setup: setup_lib.Setup
     compiled: Any
     state: Any
     batches: list
-    seq_len: int
-    max_predictions: int
+    shape: Any  # objectives.base.BatchShape
     compile_s: float
     last_metrics: dict | None = None
     cpu_times: list[float] = dataclasses.field(default_factory=list)
     dispatch_times: list[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def mesh(self):
+        return self.setup.mesh
 
     def run(self, num_steps: int, *, offset: int = 0, on_step=None) -> list[float]:
         """Runs `num_steps` steps, each ended by `block_until_ready`; returns their wall times in seconds. Keeps
@@ -189,32 +191,20 @@ class CompiledStep:
 
 def compile_step(config, *, seq_len: int, max_predictions: int, data: str = "synthetic", num_batches: int = 4,
                  log=lambda message: None) -> CompiledStep:
-    """Mesh, sharded state and jitted step exactly as the trainer builds them, compiled ahead of time
-    (`.lower().compile()`, timed), and `num_batches` device batches of the given shape."""
-    bert_config = model_config(config)
-    mesh = sharding.make_mesh(config.mesh)
-    batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
-    if config.batch_size % (batch_ways * config.optimizer.grad_accum_steps):
-        raise ConfigError(
-            f"batch_size {config.batch_size} must be divisible by the data-parallel ways ({batch_ways} = mesh.data x "
-            f"mesh.fsdp) times optimizer.grad_accum_steps ({config.optimizer.grad_accum_steps})"
-        )
-    optimizer = optim.make_optimizer(config.optimizer, config.train_steps)
-    schedule = optim.learning_rate_schedule(config.optimizer, config.train_steps)
-    log(f"mesh {dict(mesh.shape)} on {mesh.devices.size} {jax.devices()[0].platform} device(s); "
-        "initialising the sharded state")
-    graphdef, state, state_shardings = sharding.init_sharded_state(bert_config, optimizer, mesh, config.seed)
-    step_fn = steps.jit_train_step(
-        graphdef=graphdef, optimizer=optimizer, schedule=schedule, seed=config.seed,
-        grad_accum_steps=config.optimizer.grad_accum_steps, state_shardings=state_shardings, mesh=mesh,
-    )
+    """The trainer's setup (mesh, objective, sharded state, jitted step), compiled ahead of time for one shape
+    (`.lower().compile()`, timed), and `num_batches` device batches of that shape."""
+    log(f"objective {config.objective}; building the mesh and the sharded state")
+    run_setup = setup_lib.build(config)
+    log(f"mesh {dict(run_setup.mesh.shape)} on {run_setup.mesh.devices.size} {jax.devices()[0].platform} device(s)")
+    state = run_setup.init_state()
     host_batches = _host_batches(config, data, seq_len, max_predictions, num_batches)
-    batches = [sharding.global_batch(batch, mesh) for batch in host_batches]
+    batches = [run_setup.global_batch(batch) for batch in host_batches]
     log(f"compiling the train step (batch {config.batch_size}, seq {seq_len}, predictions {max_predictions})")
     start = time.perf_counter()
-    compiled = step_fn.lower(state, batches[0]).compile()
+    compiled = run_setup.train_step.lower(state, batches[0]).compile()
     compile_s = time.perf_counter() - start
-    return CompiledStep(config, bert_config, mesh, compiled, state, batches, seq_len, max_predictions, compile_s)
+    return CompiledStep(run_setup, compiled, state, batches, run_setup.batch_shape(seq_len, max_predictions),
+                        compile_s)
 
 
 def run(config, args) -> dict[str, Any]:
@@ -244,17 +234,18 @@ def run(config, args) -> dict[str, Any]:
     if not math.isfinite(loss):
         raise RuntimeError(f"the benchmarked step produced a non-finite loss ({loss}); the timing is meaningless")
     probe.burst()
-    ways = peak_ways(bench.mesh)
+    ways = flops.peak_ways(bench.mesh.devices.flat)
     peak, peak_per_cpu_s = probe.peak().flops_per_s * ways, probe.peak().flops_per_cpu_s * ways
     step_s = statistics.median(step_times)
     tokens_per_step = config.batch_size * seq_len
     tokens_per_s = tokens_per_step / step_s
-    model_flops_per_token = flops.flops_per_token(bench.bert_config, seq_len, max_predictions)
+    model_flops_per_token = bench.setup.flops_per_token(bench.shape)
     xla_flops = _xla_flops(bench.compiled)
     if xla_flops is not None:
         xla_flops *= len(devices)  # the compiled SPMD program is one device's share
     return {
         "config": args.config,
+        "objective": config.objective,
         "overrides": list(getattr(args, "overrides", [])),
         "platform": devices[0].platform,
         "device_kind": devices[0].device_kind,
@@ -293,13 +284,6 @@ def run(config, args) -> dict[str, Any]:
         "memory": _memory(bench.compiled, devices),
         "versions": _versions(),
     }
-
-
-def peak_ways(mesh) -> int:
-    """How many devices' peaks make the mesh's peak: all of them, except on CPU, where emulated devices share the
-    same cores and one device's matmul already uses all of them."""
-    devices = list(mesh.devices.flat)
-    return 1 if devices[0].platform == "cpu" else len(devices)
 
 
 def _mib(value: int | None) -> str:
@@ -343,9 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = overrides
         config = load_config(args.config, overrides)
         result = run(config, args)
-    except (ConfigError, InputError, sharding.MeshError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except errors.UserError as error:
+        return errors.report("benchmark", error)
     except RuntimeError as error:  # a non-finite loss: the numbers would be meaningless
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -5,8 +5,9 @@
 
 As MaxText's `train_compile.py` does: libtpu (the `[tpu]` extra) describes the slice's devices without owning any
 (`jax.experimental.topologies.get_topology_desc`), the mesh is laid over those devices, the train state and the batch
-exist only as `jax.ShapeDtypeStruct`s carrying their shardings, and `steps.jit_train_step(...).lower(...).compile()`
-runs the real TPU compiler. The compiler reports each device's memory (arguments, outputs, temporaries, code) and
+exist only as `jax.ShapeDtypeStruct`s carrying their shardings, and `train_step.lower(...).compile()`
+runs the real TPU compiler. The step is the trainer's: `training.setup.build` over those devices, its "auto" speed
+levers decided for TPU (the target), not for the CPU it compiles on. The compiler reports each device's memory (arguments, outputs, temporaries, code) and
 the step's FLOPs; a program that does not fit in HBM fails here exactly as it would on the slice.
 
 Topology names: libtpu's `GENERATION:CHIPSHAPE` counts chips (`v4:2x2x4` is 16 v4 chips). Cloud accelerator types
@@ -30,8 +31,9 @@ import sys
 import time
 from typing import Any
 
-from bert_jax import tpu_generations
-from bert_jax.tpu_generations import TpuGeneration
+from bert_jax.errors import ConfigError
+from bert_jax.launch import tpu_generations
+from bert_jax.launch.tpu_generations import TpuGeneration
 
 GIB = 1024**3
 
@@ -47,7 +49,7 @@ _SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128
 _SHAPES_2D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
 
 
-class TopologyError(ValueError):
+class TopologyError(ConfigError):
     """A topology name we cannot map to a slice; the message lists the accepted spellings."""
 
 
@@ -137,20 +139,6 @@ def topology_devices(topology: Topology) -> list:
     return list(description.devices)
 
 
-def abstract_train_state(model_config, optimizer, mesh, seed: int):
-    """The train state as sharded `jax.ShapeDtypeStruct`s (see `sharding.abstract_sharded_state`)."""
-    from bert_jax import sharding
-
-    return sharding.abstract_sharded_state(model_config, optimizer, mesh, seed)
-
-
-def abstract_batch(batch_size: int, seq_len: int, max_predictions: int, mesh) -> dict[str, Any]:
-    """The global batch contract as sharded `ShapeDtypeStruct`s (see `sharding.abstract_batch`)."""
-    from bert_jax import sharding
-
-    return sharding.abstract_batch(batch_size, seq_len, max_predictions, mesh)
-
-
 def bytes_per_device(abstract_tree) -> int:
     """Bytes of one device's shard of every leaf, as the leaves' shardings imply (the largest shard when uneven)."""
     import jax
@@ -220,27 +208,22 @@ class PhaseReport:
     fits: bool = False
     flops_per_device: float = 0.0  # XLA cost analysis of the compiled per-device program
     flops_per_step: float = 0.0  # flops_per_device * num_devices
-    model_flops_per_step: float = 0.0  # bert_jax.flops formula (6N + 12LDS + heads) x tokens
+    model_flops_per_step: float = 0.0  # the objective's formula (6N + 12LDS + heads) x tokens
     scan_layers: bool = False  # model.scan_layers: XLA's cost analysis then counts the scanned layer body once
     cost_analysis: dict = dataclasses.field(default_factory=dict)
 
 
-def compile_phase(config, model_config_, topology: Topology, devices, phase_index: int) -> PhaseReport:
-    """Lowers and compiles `steps.jit_train_step` for one phase's shapes on the topology's devices."""
+def compile_phase(run_setup, topology: Topology, phase_index: int) -> PhaseReport:
+    """Lowers and compiles the setup's train step for one phase's shapes on the topology's devices."""
     import jax
 
-    from bert_jax import flops, optim, sharding, steps
-
-    mesh = sharding.make_mesh(dict(config.mesh), devices=devices)
+    config, model_config_ = run_setup.config, run_setup.model_config
+    mesh = run_setup.mesh
+    devices = list(mesh.devices.flat)
     phase = config.phases[phase_index]
-    optimizer = optim.make_optimizer(config.optimizer, config.train_steps)
-    graphdef, state, state_shardings = abstract_train_state(model_config_, optimizer, mesh, config.seed)
-    batch = abstract_batch(config.batch_size, phase.max_seq_length, phase.max_predictions, mesh)
-    step_fn = steps.jit_train_step(
-        graphdef=graphdef, optimizer=optimizer,
-        schedule=optim.learning_rate_schedule(config.optimizer, config.train_steps), seed=config.seed,
-        grad_accum_steps=config.optimizer.grad_accum_steps, state_shardings=state_shardings, mesh=mesh,
-    )
+    shape = run_setup.batch_shape(phase.max_seq_length, phase.max_predictions)
+    state, batch = run_setup.abstract_state, run_setup.abstract_batch(shape)
+    step_fn = run_setup.train_step
     hbm = int(topology.generation.hbm_gib * GIB)
     report = PhaseReport(
         topology=topology.name, accelerator_type=topology.accelerator_type, device_kind=devices[0].device_kind,
@@ -248,8 +231,7 @@ def compile_phase(config, model_config_, topology: Topology, devices, phase_inde
         max_predictions=phase.max_predictions, global_batch=config.batch_size, model_dtype=model_config_.dtype,
         compiled=False, compile_s=0.0, state_bytes_by_sharding=bytes_per_device(state),
         batch_bytes_by_sharding=bytes_per_device(batch), hbm_bytes=hbm,
-        model_flops_per_step=flops.flops_per_token(model_config_, phase.max_seq_length, phase.max_predictions)
-        * config.batch_size * phase.max_seq_length,
+        model_flops_per_step=run_setup.flops_per_token(shape) * config.batch_size * phase.max_seq_length,
         scan_layers=model_config_.scan_layers,
     )
     start = time.perf_counter()
@@ -340,15 +322,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
+    from bert_jax import errors
+
+    try:
+        args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
+    except errors.UserError as e:
+        return errors.report("compile_ahead", e)
     import jax
 
     # The host backend stays the CPU (a TPU VM would otherwise grab its own chips); libtpu is loaded only as the
     # compiler of the described topology.
     jax.config.update("jax_platforms", "cpu")
 
-    from bert_jax.configuration import ConfigError, load_config, model_config
-    from bert_jax.sharding import MeshError
+    from bert_jax.configuration import load_config
+    from bert_jax.training import setup as setup_lib
 
     try:
         topology = parse_topology(args.topology)
@@ -361,15 +348,18 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--phase {args.phase!r}: give 'all' or an index below {len(config.phases)} "
                               f"(the config has {len(config.phases)} phase(s))")
         devices = topology_devices(topology)
+        run_setup = setup_lib.build(config, devices)
         reports = []
         for index in phases:
             phase = config.phases[index]
             print(f"compiling phase {index} (seq {phase.max_seq_length}, batch {config.batch_size}) for "
                   f"{topology.name} ({topology.accelerator_type}) ...", file=sys.stderr, flush=True)
-            report = compile_phase(config, model_config(config), topology, devices, index)
+            report = compile_phase(run_setup, topology, index)
             reports.append(report)
             print(json.dumps(dataclasses.asdict(report)) if args.json else format_report(report), flush=True)
-    except (ConfigError, MeshError, TopologyError, RuntimeError) as e:
+    except errors.UserError as e:
+        return errors.report("compile_ahead", e)
+    except RuntimeError as e:  # libtpu missing: the message says how to install it
         print(f"compile_ahead: error: {e}", file=sys.stderr)
         return 2
     return 0 if all(r.compiled and r.fits for r in reports) else 1

@@ -3,6 +3,7 @@
 A config file defines `get_config(arg=None)`; `arg` is a comma-separated list of variants (`tiny`, `uncased`, ...).
 Overrides are `FIELD=VALUE` strings (as `--config.FIELD=VALUE` on the command line) and may only name existing
 fields: a typo is an error that names the field and suggests the closest ones, never a silently ignored setting.
+Loading and validating a config imports no JAX and no model code (the model and objective registries are pure).
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from typing import Iterable, Sequence
 
 import ml_collections
 
-from bert_jax.model import BertConfig
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the field and what to do."""
+from bert_jax import models, objectives
+from bert_jax.errors import ConfigError
+from bert_jax.training import rules
 
 
 def parse_variants(arg: str | None, known: Iterable[str]) -> set[str]:
@@ -150,22 +149,20 @@ def set_field(config: ml_collections.ConfigDict, field: str, text: str) -> None:
     node[leaf] = _parse_value(text, node[leaf], field)
 
 
-def model_config(config: ml_collections.ConfigDict) -> BertConfig:
-    return BertConfig.from_mapping(config.model.to_dict())
+def model_config(config: ml_collections.ConfigDict):
+    """The architecture's config object (e.g. `BertConfig`) from `config.model`."""
+    return models.model_config(config.model.to_dict())
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """One clear error naming the first inconsistent field."""
     model = config.model
-    if model.num_attention_heads <= 0 or model.hidden_size % model.num_attention_heads:
-        raise ConfigError(
-            f"model.hidden_size ({model.hidden_size}) must be divisible by model.num_attention_heads "
-            f"({model.num_attention_heads})"
-        )
     try:
-        model_config(config)
+        models.model_config(model.to_dict(), prefix="model.")
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"model: {e}") from None
+        raise ConfigError(str(e)) from None
+    if config.objective not in objectives.OBJECTIVES:
+        raise ConfigError(f"objective {config.objective!r} is not supported; use one of {sorted(objectives.OBJECTIVES)}")
     for name in ("batch_size", "train_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                  "max_nonfinite_steps"):
         if config[name] <= 0:
@@ -199,9 +196,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"optimizer.{name} must be in [0, 1); got {opt[name]}")
     if opt.learning_rate <= 0:
         raise ConfigError(f"optimizer.learning_rate must be positive; got {opt.learning_rate}")
-    sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
-    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise ConfigError(f"mesh sizes (data, fsdp, tensor) = {sizes}: each must be positive, at most one -1")
+    rules.check_mesh_sizes(config.mesh)
+    rules.merge_rules(config.mesh.rules)
     if config.mesh.tensor > 0 and model.num_attention_heads % config.mesh.tensor:
         raise ConfigError(
             f"mesh.tensor ({config.mesh.tensor}) must divide model.num_attention_heads ({model.num_attention_heads})"

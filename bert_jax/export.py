@@ -17,10 +17,11 @@ from pathlib import Path
 
 from flax import nnx
 
-from bert_jax import checkpointing, hf
-from bert_jax.configuration import ConfigError, load_config, model_config, split_config_overrides
-from bert_jax.data.sources import InputError
-from bert_jax.model import BertForPreTraining
+from bert_jax import errors, models, objectives
+from bert_jax.configuration import load_config, model_config, split_config_overrides
+from bert_jax.errors import CheckpointError
+from bert_jax.interop import hf
+from bert_jax.training import checkpointing
 
 
 def load_from_workdir(workdir: str, step: int | None = None):
@@ -30,17 +31,21 @@ def load_from_workdir(workdir: str, step: int | None = None):
     from jax.sharding import NamedSharding, PartitionSpec
 
     if not checkpointing.checkpoint_dir(workdir).exists():
-        raise checkpointing.CheckpointError(f"{workdir} holds no checkpoints/ directory: is it a training --workdir?")
+        raise CheckpointError(f"{workdir} holds no checkpoints/ directory: is it a training --workdir?")
     manager = checkpointing.make_manager(workdir, keep=1, read_only=True)
     available = manager.all_steps()
     if not available:
-        raise checkpointing.CheckpointError(f"{checkpointing.checkpoint_dir(workdir)} holds no complete checkpoint")
+        raise CheckpointError(f"{checkpointing.checkpoint_dir(workdir)} holds no complete checkpoint")
     step = max(available) if step is None else step
     if step not in available:
-        raise checkpointing.CheckpointError(f"no checkpoint for step {step} in {workdir}; available: {sorted(available)}")
+        raise CheckpointError(f"no checkpoint for step {step} in {workdir}; available: {sorted(available)}")
     saved = checkpointing.read_metadata(manager, step)
     config = ml_collections.ConfigDict(saved["config"])
-    abstract = nnx.eval_shape(lambda: BertForPreTraining(model_config(config), rngs=nnx.Rngs(0)))
+    # The run's model: its architecture with the heads of the objective it trained (configs that predate
+    # config.objective trained the default one). Fields the saved config predates take their defaults.
+    objective = objectives.create(saved["config"].get("objective", objectives.DEFAULT))
+    make_model = models.constructor(models.model_config(saved["config"]["model"]), objective.heads)
+    abstract = nnx.eval_shape(lambda: make_model(nnx.Rngs(0)))
     graphdef, abstract_params = nnx.split(abstract, nnx.Param)
     one_device = NamedSharding(jax.sharding.Mesh(jax.devices()[:1], ("replica",)), PartitionSpec())
     shardings = jax.tree.map(lambda _: one_device, abstract_params)
@@ -52,7 +57,13 @@ def load_from_workdir(workdir: str, step: int | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    except errors.UserError as e:
+        return errors.report("export", e)
+
+
+def _run(argv: list[str]) -> int:
     argv, overrides = split_config_overrides(argv)
     parser = argparse.ArgumentParser(
         prog="python -m bert_jax.export",
@@ -74,31 +85,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite the export files in a non-empty --output")
     args = parser.parse_args(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on read-only checkpoint directories
-    try:
-        if args.workdir is not None:
-            model, vocab, lowercase, step = load_from_workdir(args.workdir, args.step)
-            vocab = args.vocab or vocab
-            print(f"exporting step {step} of {args.workdir}", file=sys.stderr)
-        elif args.step is not None:
-            parser.error("--step needs --workdir")
-        elif args.init == "random":
-            config = load_config(args.config, overrides)
-            model = BertForPreTraining(model_config(config), rngs=nnx.Rngs(config.seed))
-            vocab = args.vocab or config.data.vocab_file
-        elif args.init.startswith("hf:"):
-            source = Path(args.init[3:])
-            model, report = hf.load_pretrained(source)
-            print(report.summary(), file=sys.stderr)
-            vocab = args.vocab or (source / "vocab.txt" if (source / "vocab.txt").is_file() else None)
-        else:
-            parser.error(f"--init must be 'random' or 'hf:DIR', got {args.init!r}")
-        if vocab is not None and not Path(vocab).is_file():
-            raise hf.CheckpointError(f"vocab file {vocab} not found; pass --vocab PATH/vocab.txt")
-        written = hf.export_pretrained(model, args.output, vocab_file=vocab, force=args.force,
-                                       **({"lowercase": lowercase} if args.workdir is not None else {}))
-    except (ConfigError, hf.CheckpointError, InputError, checkpointing.CheckpointError) as e:
-        print(f"export: error: {e}", file=sys.stderr)
-        return 2
+    if args.workdir is not None:
+        model, vocab, lowercase, step = load_from_workdir(args.workdir, args.step)
+        vocab = args.vocab or vocab
+        print(f"exporting step {step} of {args.workdir}", file=sys.stderr)
+    elif args.step is not None:
+        parser.error("--step needs --workdir")
+    elif args.init == "random":
+        config = load_config(args.config, overrides)
+        objective = objectives.create(config.objective)
+        model = models.constructor(model_config(config), objective.heads)(nnx.Rngs(config.seed))
+        vocab = args.vocab or config.data.vocab_file
+    elif args.init.startswith("hf:"):
+        source = Path(args.init[3:])
+        model, report = hf.load_pretrained(source)
+        print(report.summary(), file=sys.stderr)
+        vocab = args.vocab or (source / "vocab.txt" if (source / "vocab.txt").is_file() else None)
+    else:
+        parser.error(f"--init must be 'random' or 'hf:DIR', got {args.init!r}")
+    if vocab is not None and not Path(vocab).is_file():
+        raise CheckpointError(f"vocab file {vocab} not found; pass --vocab PATH/vocab.txt")
+    written = hf.export_pretrained(model, args.output, vocab_file=vocab, force=args.force,
+                                   **({"lowercase": lowercase} if args.workdir is not None else {}))
     print(f"exported {', '.join(p.name for p in written)} to {Path(args.output).resolve()}")
     return 0
 

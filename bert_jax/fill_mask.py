@@ -18,12 +18,13 @@ import numpy as np
 import tokenizers
 from flax import nnx
 
-from bert_jax import hf
-from bert_jax.data.sources import InputError
-from bert_jax.data.vocab import MASK, PAD, load_tokenizer
+from bert_jax import errors
+from bert_jax.data.tokenizers.wordpiece import MASK, PAD, load_tokenizer
+from bert_jax.interop import hf
+from bert_jax.models.bert import BertForMaskedLM
 
 
-class FillMaskError(ValueError):
+class FillMaskError(errors.InputError):
     """Input that fill-mask cannot answer; the message says which text and why."""
 
 
@@ -63,7 +64,7 @@ class FillMask:
     """A loaded model and tokenizer; call with texts to get the pipeline-shaped predictions."""
 
     def __init__(self, model_dir: str | Path):
-        self.model, self.report = hf.load_pretrained(model_dir)
+        self.model, self.report = hf.load_pretrained(model_dir, model_class=BertForMaskedLM)
         if "MLM head" in self.report.missing_heads:
             raise FillMaskError(
                 f"{model_dir} has no masked-LM head (cls.predictions.*): fill-mask needs a BertForPreTraining or "
@@ -150,9 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fill_mask = FillMask(args.model)
         results = fill_mask(args.texts, top_k=args.top_k)
-    except (FillMaskError, hf.CheckpointError, InputError) as e:
-        print(f"fill_mask: error: {e}", file=sys.stderr)
-        return 2
+    except errors.UserError as e:
+        return errors.report("fill_mask", e)
     for result in results:
         print(json.dumps(result, ensure_ascii=False))
     return 0

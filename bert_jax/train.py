@@ -1,4 +1,4 @@
-"""CLI: pre-train BERT.
+"""CLI: pre-train a BERT-family encoder with the config's objective (BERT's MLM + NSP by default).
 
     python -m bert_jax.train --config configs/base_cased.py --workdir DIR [--config.FIELD=VALUE ...]
 
@@ -15,6 +15,8 @@ import logging
 import os
 import sys
 
+from bert_jax import errors
+
 _ENV = {
     "coordinator_address": "BERT_JAX_COORDINATOR_ADDRESS",
     "num_processes": "BERT_JAX_NUM_PROCESSES",
@@ -28,7 +30,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     argv, overrides = split_config_overrides(argv)
     parser = argparse.ArgumentParser(
         prog="python -m bert_jax.train",
-        description="Pre-train BERT (MLM + NSP) on a device mesh. Any --config.FIELD=VALUE argument overrides a "
+        description="Pre-train a BERT-family encoder on a device mesh with the config's objective (MLM + NSP by "
+        "default; --config.objective=mlm for masked LM alone). Any --config.FIELD=VALUE argument overrides a "
         "config field (e.g. --config.train_steps=1000 --config.mesh.fsdp=4); see the config file for all fields.",
     )
     parser.add_argument("--config", default="configs/base_cased.py:tiny",
@@ -50,7 +53,7 @@ def _env_int(name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        sys.exit(f"train: error: environment variable {_ENV[name]}={value!r} must be an integer")
+        raise errors.InputError(f"environment variable {_ENV[name]}={value!r} must be an integer") from None
 
 
 def initialize_distributed(args: argparse.Namespace) -> None:
@@ -61,8 +64,8 @@ def initialize_distributed(args: argparse.Namespace) -> None:
     given = [args.coordinator_address, args.num_processes, args.process_id]
     if any(value is not None for value in given):
         if any(value is None for value in given):
-            sys.exit("train: error: multi-process runs need all of --coordinator_address, --num_processes and "
-                     "--process_id (or the BERT_JAX_* environment variables)")
+            raise errors.InputError("multi-process runs need all of --coordinator_address, --num_processes and "
+                             "--process_id (or the BERT_JAX_* environment variables)")
         if "cpu" in str(jax.config.jax_platforms or "cpu"):
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
@@ -80,7 +83,17 @@ def _cluster_detected() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    except errors.UserError as e:
+        return errors.report("train", e)
+    except errors.TrainingError as e:
+        print(f"train: stopped: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(argv: list[str]) -> int:
+    args, overrides = parse_args(argv)
     # force: importing orbax has already given the root logger a handler, which would make this a no-op.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         force=True)
@@ -90,22 +103,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from bert_jax import checkpointing, trainer
-    from bert_jax.configuration import ConfigError, load_config
-    from bert_jax.data.sources import InputError
-    from bert_jax.sharding import MeshError
+    from bert_jax.configuration import load_config
+    from bert_jax.training import loop
 
     if jax.process_index() != 0:
         logging.getLogger().setLevel(logging.WARNING)
-    try:
-        config = load_config(args.config, overrides)
-        result = trainer.run(config, args.workdir)
-    except (ConfigError, InputError, MeshError, checkpointing.CheckpointError) as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        return 2
-    except trainer.TrainingError as e:
-        print(f"train: stopped: {e}", file=sys.stderr)
-        return 1
+    config = load_config(args.config, overrides)
+    result = loop.run(config, args.workdir)
     logging.info("%s at step %d; workdir %s", result.status, result.step, args.workdir)
     return 0
 

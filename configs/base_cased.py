@@ -18,7 +18,10 @@ def get_config(arg=None):
     uncased = "uncased" in variants
     config = ml_collections.ConfigDict()
 
+    config.objective = "mlm_nsp"  # "mlm_nsp" (masked LM + next sentence, the original) or "mlm" (masked LM alone)
+
     config.model = model = ml_collections.ConfigDict()
+    model.model_type = "bert"  # the architecture (Hugging Face's model_type)
     model.vocab_size = 30522 if uncased else 28996  # WordPiece vocab size (the original's uncased/cased vocabs)
     model.hidden_size = 768  # width of every layer
     model.num_hidden_layers = 12  # encoder layers
@@ -34,6 +37,8 @@ def get_config(arg=None):
     model.dtype = "float32"  # compute dtype: "bfloat16" on TPU/GPU for speed
     model.param_dtype = "float32"  # parameter and optimizer-state storage (master weights)
     model.scan_layers = False  # encoder as a lax.scan over layers: faster compiles of deep models (docs/bench_train_step.md)
+    model.dropout_impl = "auto"  # "stock" (nnx.Dropout), "threefry16" (faster on CPU), "auto": threefry16 on CPU only
+    model.decoder_impl = "auto"  # MLM decoder gradient: "stock" (autodiff), "matmul_bias_grad" (faster on CPU), "auto"
 
     config.data = data = ml_collections.ConfigDict()
     data.dir = "data/built/base_cased"  # built dataset (python -m bert_jax.data.build --output)
@@ -69,6 +74,7 @@ def get_config(arg=None):
     mesh.data = 16  # data-parallel replicas (16 chips: a v4-32 or v5litepod-16 slice), -1 = all remaining devices
     mesh.fsdp = 1  # parameter/optimizer-state sharding ways
     mesh.tensor = 1  # tensor (heads / mlp) parallel ways
+    mesh.rules = []  # (logical axis, mesh axis | [axes] | None) pairs replacing default sharding rules, e.g. [('vocab', None)]
 
     config.seed = 12345  # model init, dropout and data order all derive from it
     config.log_every = 100  # steps between metric lines

@@ -29,9 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bert_jax import benchmark, flops  # noqa: E402
-from bert_jax.configuration import ConfigError, load_config, model_config, split_config_overrides  # noqa: E402
+from bert_jax import benchmark  # noqa: E402
+from bert_jax.configuration import load_config, split_config_overrides  # noqa: E402
 from bert_jax.data.synthetic import synthetic_batch  # noqa: E402
+from bert_jax.errors import ConfigError  # noqa: E402
+from bert_jax.training import flops  # noqa: E402
 
 # Pause when switching frameworks: the other side's idle worker threads stop spinning before timing starts.
 SWITCH_PAUSE_S = 0.3
@@ -139,6 +141,9 @@ def main(argv=None) -> int:
         if config.model.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"model.dtype {config.model.dtype!r}: the peer comparison supports float32 and "
                               "bfloat16 (autocast on the transformers side)")
+        if config.objective != "mlm_nsp":
+            raise ConfigError(f"objective {config.objective!r}: the peer is transformers' BertForPreTraining, whose "
+                              "loss is mlm_nsp's; use --config.objective=mlm_nsp")
         phase = config.phases[args.phase]
     except (ConfigError, IndexError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -154,7 +159,7 @@ def main(argv=None) -> int:
     import torch
 
     torch_device = args.torch_device or ("cuda" if torch.cuda.is_available() else "cpu")
-    theirs = TorchStep(model_config(config), config.optimizer, host_batches, args.threads, torch_device,
+    theirs = TorchStep(ours.setup.model_config, config.optimizer, host_batches, args.threads, torch_device,
                        config.model.dtype)
     log(f"warming up both (transformers on {torch_device}, attention: {theirs.attention}, "
         f"{config.model.dtype}, torch threads {args.threads})")
@@ -184,7 +189,7 @@ def main(argv=None) -> int:
     import transformers
 
     tokens_per_step = config.batch_size * seq_len
-    flops_per_token = flops.flops_per_token(ours.bert_config, seq_len, max_predictions)
+    flops_per_token = ours.setup.flops_per_token(ours.shape)
     result = {
         "config": args.config, "overrides": overrides, "batch_size": config.batch_size, "seq_len": seq_len,
         "max_predictions": max_predictions, "rounds": args.rounds, "steps_per_round": args.steps,

@@ -33,7 +33,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bert_jax.data import sources, vocab  # noqa: E402
+from bert_jax.data import sources  # noqa: E402
+from bert_jax.data.tokenizers import wordpiece  # noqa: E402
 
 LEARNER_VARIANTS = {
     "wordpiece": dict(learner="wordpiece"),
@@ -114,8 +115,8 @@ def split_documents(inputs: list[str]) -> tuple[list[str], list[str], dict[str, 
 
 
 def evaluate(vocab_file: str, sentences: list[str], lowercase: bool) -> dict[str, float]:
-    tokenizer = vocab.load_tokenizer(vocab_file, lowercase=lowercase)
-    unk_id = tokenizer.token_to_id(vocab.UNK)
+    tokenizer = wordpiece.load_tokenizer(vocab_file, lowercase=lowercase)
+    unk_id = tokenizer.token_to_id(wordpiece.UNK)
     words = tokens = unknown = 0
     for encoding in tokenizer.encode_batch(sentences, add_special_tokens=False):
         tokens += len(encoding.ids)
@@ -140,7 +141,7 @@ def main() -> None:
         train, held_out, read_stats = split_documents(inputs)
         print(f"corpus {args.corpus}: {len(train):,} training and {len(held_out):,} held-out sentences "
               f"({sum(map(len, train)) / 1e6:.2f} MB training text); read stats {read_stats}", flush=True)
-        print(f"python {platform.python_version()}, tokenizers {vocab.tokenizers.__version__}, sentencepiece "
+        print(f"python {platform.python_version()}, tokenizers {wordpiece.tokenizers.__version__}, sentencepiece "
               f"{__import__('sentencepiece').__version__}, {platform.machine()} {os.cpu_count()} CPUs", flush=True)
         print("| corpus | casing | learner | asked | size | [UNK] per 1k words | tokens/word | learn s | "
               "same vocab on rerun |")
@@ -149,12 +150,13 @@ def main() -> None:
         for vocab_size in (int(size) for size in args.vocab_sizes.split(",")):
             for name in args.learners.split(","):
                 started = time.monotonic()
-                tokens = vocab.learn_vocab(iter(train), vocab_size, lowercase=args.lowercase,
-                                           **LEARNER_VARIANTS[name])
+                tokens = wordpiece.learn_vocab(iter(train), vocab_size, lowercase=args.lowercase,
+                                               **LEARNER_VARIANTS[name])
                 seconds = time.monotonic() - started
-                rerun = vocab.learn_vocab(iter(train), vocab_size, lowercase=args.lowercase, **LEARNER_VARIANTS[name])
-                vocab_file = vocab.write_vocab_dir(tokens, os.path.join(work_dir, f"{name}-{vocab_size}"),
-                                                   lowercase=args.lowercase)
+                rerun = wordpiece.learn_vocab(iter(train), vocab_size, lowercase=args.lowercase,
+                                              **LEARNER_VARIANTS[name])
+                vocab_file = wordpiece.write_vocab_dir(tokens, os.path.join(work_dir, f"{name}-{vocab_size}"),
+                                                       lowercase=args.lowercase)
                 metrics = evaluate(vocab_file, held_out, args.lowercase)
                 result = dict(corpus=args.corpus, lowercase=args.lowercase, learner=name, asked=vocab_size,
                               size=len(tokens), learn_seconds=seconds, deterministic=rerun == tokens, **metrics)

@@ -5,7 +5,7 @@ prices; compared with the original BERT's four days on 16 TPU chips.
     python scripts/scale_projection.py --compiled /tmp/base_v5e.jsonl   # also use compile_ahead --json FLOPs
     python scripts/scale_projection.py --config configs/large_cased.py --chips 64 --paper-chips 64
 
-FLOPs per step come from `bert_jax.flops.flops_per_token` (6N + 12LDS + heads at the masked positions) times the
+FLOPs per step come from the objective's `flops_per_token` (6N + 12LDS + heads at the masked positions) times the
 tokens of a step, per phase of the config. XLA's own count from the compiled TPU program (`python -m
 bert_jax.compile_ahead ... --json`) is the cross-check: the defaults below were printed by those commands (see
 docs/tpu_compile.md) and `--compiled FILE...` replaces them with fresh ones.
@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bert_jax import flops  # noqa: E402
+from bert_jax import objectives  # noqa: E402
 from bert_jax.compile_ahead import GENERATIONS  # noqa: E402
+from bert_jax.objectives.base import BatchShape  # noqa: E402
 from bert_jax.configuration import load_config, model_config  # noqa: E402
 
 # On-demand list prices, USD per chip-hour, us-central regions (Cloud TPU pricing page; they change: check before use).
@@ -42,6 +43,7 @@ PAPER_PEAKS = {"v2": 45e12, "v3": 123e12}
 def recipe_flops(config) -> list[dict]:
     """Per phase: steps, tokens per step and model FLOPs per step."""
     model = model_config(config)
+    objective = objectives.create(config.objective)
     rows = []
     for phase in config.phases:
         tokens = config.batch_size * phase.max_seq_length
@@ -50,7 +52,8 @@ def recipe_flops(config) -> list[dict]:
             max_predictions=phase.max_predictions,
             steps=round(phase.fraction * config.train_steps),
             tokens_per_step=tokens,
-            model_flops_per_step=flops.flops_per_token(model, phase.max_seq_length, phase.max_predictions) * tokens,
+            model_flops_per_step=objective.flops_per_token(
+                model, BatchShape(config.batch_size, phase.max_seq_length, phase.max_predictions)) * tokens,
         ))
     return rows
 

@@ -21,10 +21,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bert_jax import benchmark, flops, optim, sharding, steps
+from bert_jax import benchmark, models, objectives
+from bert_jax.objectives.base import BatchShape
+from bert_jax.training import flops, optim, sharding, state as state_lib, step as steps
 from bert_jax.configuration import load_config, model_config
 from bert_jax.data.synthetic import synthetic_batch
-from bert_jax.model import BertConfig, count_parameters
+from bert_jax.models.bert import BertConfig, count_parameters
 from tests.conftest import REPO
 
 OPT = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01,
@@ -86,12 +88,22 @@ def matmul_flops(stablehlo_text: str) -> int:
     return total
 
 
+PRETRAINING = objectives.create("mlm_nsp")
+
+
+def flops_per_token(config: BertConfig, seq_len: int, max_predictions: int) -> float:
+    """The pre-training objective's count, as the trainer and the benchmark take it."""
+    return flops.flops_per_token(PRETRAINING, config, BatchShape(1, seq_len, max_predictions))
+
+
 def lowered_step(config: BertConfig, batch: int, seq_len: int, max_predictions: int):
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-    optimizer = optim.make_optimizer(OPT, train_steps=10)
-    graphdef, state, shardings = sharding.init_sharded_state(config, optimizer, mesh, seed=0)
-    step_fn = steps.jit_train_step(graphdef=graphdef, optimizer=optimizer,
-                                   schedule=optim.learning_rate_schedule(OPT, 10), seed=0, grad_accum_steps=1,
+    schedule = optim.learning_rate_schedule(OPT, 10)
+    optimizer = optim.make_optimizer(OPT, schedule)
+    make_model = models.constructor(config, PRETRAINING.heads)
+    graphdef, state, shardings = state_lib.init_sharded_state(make_model, optimizer, mesh, seed=0)
+    step_fn = steps.jit_train_step(graphdef=graphdef, objective=PRETRAINING, optimizer=optimizer,
+                                   schedule=schedule, seed=0, grad_accum_steps=1,
                                    state_shardings=shardings, mesh=mesh)
     host_batch = synthetic_batch(batch, seq_len, max_predictions, config.vocab_size, seed=0)
     return step_fn.lower(state, sharding.global_batch(host_batch, mesh))
@@ -117,7 +129,7 @@ def test_cli_json_fields_are_consistent(cli_result):
     assert r["mfu"] == pytest.approx(r["flops_per_token"] * r["tokens_per_s"] / r["peak_flops"], rel=1e-12)
     assert r["model_flops_per_s"] == pytest.approx(r["flops_per_token"] * r["tokens_per_s"], rel=1e-12)
     config = model_config(load_config("configs/base_cased.py:tiny"))
-    assert r["flops_per_token"] == flops.flops_per_token(config, 64, 10)
+    assert r["flops_per_token"] == flops_per_token(config, 64, 10)
     assert r["parameters"] == count_parameters(config)
     assert math.isfinite(r["loss"]) and r["loss"] > 0
     assert 0 < r["peak_flops"] < 1e16 and 0 < r["mfu"] < 1
@@ -152,7 +164,7 @@ def test_formula_equals_matmul_flops_of_the_step(name, request):
     else:
         config, shape = SECOND, SECOND_SHAPE
         lowered = request.getfixturevalue("second_lowered")
-    expected = flops.flops_per_token(config, shape["seq_len"], shape["max_predictions"]) * shape["batch"] * shape["seq_len"]
+    expected = flops_per_token(config, shape["seq_len"], shape["max_predictions"]) * shape["batch"] * shape["seq_len"]
     # Beyond the model's matmuls the step runs one more: the MLM bias gradient as a vector-matrix product
     # (model.tied_decoder), 2 x (B*P) x V, which is a sum, not model work, and stays out of the formula.
     bias_gradient = 2 * shape["batch"] * shape["max_predictions"] * config.vocab_size
@@ -163,7 +175,7 @@ def test_second_config_xla_flops_within_derived_bound(second_lowered):
     shape = SECOND_SHAPE
     compiled = second_lowered.compile()
     xla = benchmark._xla_flops(compiled)
-    formula = flops.flops_per_token(SECOND, shape["seq_len"], shape["max_predictions"]) * shape["batch"] * shape["seq_len"]
+    formula = flops_per_token(SECOND, shape["seq_len"], shape["max_predictions"]) * shape["batch"] * shape["seq_len"]
     bound = non_matmul_flops_bound(SECOND, shape["batch"], shape["seq_len"], shape["max_predictions"])
     assert formula <= xla <= formula + bound, (xla / formula, bound / formula)
 
@@ -173,14 +185,14 @@ def test_formula_terms_scale_as_documented():
     per-token share of the once-per-sequence pooler and NSP head."""
     config = BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=256)
-    short, long = flops.flops_per_token(config, 64, 10), flops.flops_per_token(config, 128, 20)
+    short, long = flops_per_token(config, 64, 10), flops_per_token(config, 128, 20)
     pooler_and_nsp = 6 * (64 * 64 + 2 * 64)
     assert long - short == pytest.approx(12 * 2 * 64 * 64 + pooler_and_nsp / 128 - pooler_and_nsp / 64, rel=1e-12)
-    without_head = flops.flops_per_token(config, 64, 0)
+    without_head = flops_per_token(config, 64, 0)
     per_prediction = (short - without_head) / 10
     assert per_prediction == pytest.approx(6 * (64 * 64 + 64 * 1000) / 64, rel=1e-12)
     with pytest.raises(ValueError, match="seq_len"):
-        flops.flops_per_token(config, 0, 1)
+        flops_per_token(config, 0, 1)
 
 
 def test_peak_flops_rejects_unknown_dtype():
@@ -228,7 +240,7 @@ def nnx_rngs(seed):
 def test_dropout_rate_scale_and_independence():
     """16-bit masks: drop rate, mean preservation, and independence of the elements that share a threefry block
     (same word, other word) and of neighbouring blocks, each within 5 sigma of the binomial spread for this sample."""
-    from bert_jax.model import Dropout
+    from bert_jax.models.speed_levers import Threefry16Dropout as Dropout
 
     shape = (32, 128, 257)  # odd last axis: the last block's unused halves are cut off
     n = math.prod(shape)
@@ -247,7 +259,7 @@ def test_dropout_rate_scale_and_independence():
 def test_dropout_hash_is_jax_threefry():
     import jax.extend.random
 
-    from bert_jax.model import threefry2x32
+    from bert_jax.models.speed_levers import threefry2x32
 
     key = jax.numpy.array([0x12345678, 0x9ABCDEF0], jax.numpy.uint32)
     counts = jax.random.bits(jax.random.key(1), (2, 512), jax.numpy.uint32)
@@ -257,7 +269,7 @@ def test_dropout_hash_is_jax_threefry():
 
 
 def test_dropout_is_deterministic_per_key_and_off_when_asked():
-    from bert_jax.model import Dropout
+    from bert_jax.models.speed_levers import Threefry16Dropout as Dropout
 
     x = jax.numpy.arange(1.0, 4097.0).reshape(4, 1024)
     layer = Dropout(0.1)
@@ -272,7 +284,7 @@ def test_dropout_is_deterministic_per_key_and_off_when_asked():
 def test_dropout_mask_does_not_depend_on_the_mesh():
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from bert_jax.model import dropout_keep_mask
+    from bert_jax.models.speed_levers import dropout_keep_mask
 
     shape, threshold, key = (8, 4, 16, 16), 6554, jax.random.key(7)
     single = jax.jit(lambda k: dropout_keep_mask(k, shape, threshold))(key)
@@ -284,7 +296,7 @@ def test_dropout_mask_does_not_depend_on_the_mesh():
 
 
 def test_tied_decoder_gradients_equal_autodiff():
-    from bert_jax.model import tied_decoder
+    from bert_jax.models.speed_levers import matmul_bias_grad_decoder as tied_decoder
 
     keys = jax.random.split(jax.random.key(0), 4)
     h = jax.random.normal(keys[0], (3, 5, 16))

@@ -8,14 +8,16 @@ import collections
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import grain
 import numpy as np
 import pytest
 
-from bert_jax.data import build, chunk_encoder, records, vocab
-from bert_jax.data.sources import InputError
+from bert_jax.data import build, build_parts, records
+from bert_jax.data.tokenizers import chunk_encoder, wordpiece
+from bert_jax.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +30,9 @@ def vocab_file() -> str:
 @pytest.fixture(scope="module")
 def marker_words(vocab_file) -> list[str]:
     """Whole words that are one token each: document k is written with word k only, so ids tell documents apart."""
-    tokenizer = vocab.load_tokenizer(vocab_file, lowercase=True)
+    tokenizer = wordpiece.load_tokenizer(vocab_file, lowercase=True)
     words = []
-    for word in vocab.read_vocab(vocab_file)[2500:]:
+    for word in wordpiece.read_vocab(vocab_file)[2500:]:
         if word.isalpha() and word.isascii() and 5 <= len(word) <= 9 and \
                 tokenizer.encode(word, add_special_tokens=False).ids == [tokenizer.token_to_id(word)]:
             words.append(word)
@@ -88,9 +90,9 @@ def test_shards_agree_with_stats_and_pairs_follow_the_rules(marker_build, vocab_
     output = root / "out"
     stats = json.loads((output / "stats.json").read_text())
     assert stats == report.stats
-    tokenizer = vocab.load_tokenizer(vocab_file, lowercase=True)
+    tokenizer = wordpiece.load_tokenizer(vocab_file, lowercase=True)
     id_to_marker = {tokenizer.token_to_id(marker): marker for marker in documents}
-    eval_markers = {m for m, sentences in documents.items() if build.is_eval_document(sentences, 0.15)}
+    eval_markers = {m for m, sentences in documents.items() if build_parts.is_eval_document(sentences, 0.15)}
     # The split is a hash of the text: about eval_fraction of the documents, within 5 sigma.
     assert abs(len(eval_markers) - 0.15 * len(documents)) <= 5 * math.sqrt(len(documents) * 0.15 * 0.85)
     assert stats["documents"]["eval"]["documents"] == len(eval_markers)
@@ -127,7 +129,7 @@ def test_shards_agree_with_stats_and_pairs_follow_the_rules(marker_build, vocab_
         assert abs(heads - flips / 2) <= 5 * math.sqrt(flips / 4)
     for name in ("vocab.txt", "tokenizer_config.json", "build_config.json"):
         assert (output / name).is_file()
-    assert vocab.is_lowercase_vocab(str(output / "vocab.txt"))
+    assert wordpiece.is_lowercase_vocab(str(output / "vocab.txt"))
     assert not list((output / ".parts").glob("*/*.array_record")), "part records are deleted after the merge"
 
 
@@ -171,20 +173,20 @@ def test_resume_after_lost_files_redoes_only_what_is_missing(marker_build, tmp_p
 def test_resume_after_a_crash_mid_build_is_byte_identical(marker_build, tmp_path, monkeypatch):
     root, config, _, _ = marker_build
     output = tmp_path / "out"
-    original_finish = build._PartBuilder.finish
+    original_finish = build_parts._PartBuilder.finish
 
     def crash_in_shard_2(self):
         if self.task.index == 2:
             raise KeyboardInterrupt("simulated kill while shard 2 is being written")
         return original_finish(self)
 
-    monkeypatch.setattr(build._PartBuilder, "finish", crash_in_shard_2)
+    monkeypatch.setattr(build_parts._PartBuilder, "finish", crash_in_shard_2)
     with pytest.raises(KeyboardInterrupt):
         build.build(config, str(output))
     assert (output / ".parts" / "00001.stats.json").exists()
     assert not (output / ".parts" / "00002.stats.json").exists()
     assert list((output / ".parts" / "00002").glob(".*.tmp")), "the crash leaves temporary files only"
-    monkeypatch.setattr(build._PartBuilder, "finish", original_finish)
+    monkeypatch.setattr(build_parts._PartBuilder, "finish", original_finish)
 
     # Second crash: during the merge, after the first output shard.
     original_write = build._write_output_shard
@@ -214,6 +216,23 @@ def test_resume_with_other_arguments_is_refused(marker_build, tmp_path):
     with pytest.raises(InputError, match="dupe_factor.*another --output"):
         build.build(config_for(list(config.inputs), config.vocab, num_output_shards=3, dupe_factor=3), str(output))
 
+
+
+def test_build_stored_before_example_kinds_resumes_as_nsp_pairs(marker_build, tmp_path):
+    root, config, _, _ = marker_build
+    output = tmp_path / "out"
+    shutil.copytree(root / "out", output)
+    stored = json.loads((output / "build_config.json").read_text())
+    del stored["example_kind"]  # as a build_config.json written before the field existed
+    (output / "build_config.json").write_text(json.dumps(stored, indent=1, sort_keys=True))
+    lost_output = output / "seq_32" / "train-00000-of-00003.array_record"
+    lost_output.unlink()
+    report = build.build(config, str(output))
+    assert report.outputs_written == [str(lost_output)]
+    clean = tree_bytes(root / "out")
+    resumed = tree_bytes(output)
+    assert resumed.pop("build_config.json") != clean.pop("build_config.json")  # the stored file is kept as it was
+    assert resumed == clean
 
 def test_one_document_corpus_is_built_and_reported(tmp_path, vocab_file):
     corpus = tmp_path / "one.txt"
@@ -301,7 +320,7 @@ def encoder_sentences(seed: int = 0) -> list[str]:
 
 @pytest.mark.parametrize("lowercase", [True, False])
 def test_cached_encoder_equals_the_tokenizer(vocab_file, lowercase):
-    tokenizer = vocab.load_tokenizer(vocab_file, lowercase=lowercase)
+    tokenizer = wordpiece.load_tokenizer(vocab_file, lowercase=lowercase)
     sentences = encoder_sentences()
     expected = [tokenizer.encode(sentence, add_special_tokens=False).ids for sentence in sentences]
     # A small cache, so that eviction happens; batches of several sizes, so hits come from earlier batches; a
@@ -324,7 +343,7 @@ def test_cached_encoder_equals_the_tokenizer(vocab_file, lowercase):
 def test_cached_encoder_with_another_pipeline_tokenizes_whole_sentences(vocab_file):
     import tokenizers
 
-    tokenizer = vocab.load_tokenizer(vocab_file, lowercase=True)
+    tokenizer = wordpiece.load_tokenizer(vocab_file, lowercase=True)
     tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()  # not BERT's: the chunk argument is not made
     encoder = chunk_encoder.CachedSentenceEncoder(tokenizer, np.dtype("<u4"))
     assert not encoder.chunkable

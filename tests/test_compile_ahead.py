@@ -8,24 +8,32 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bert_jax import compile_ahead, optim, sharding
+from bert_jax import compile_ahead, models, objectives
+from bert_jax.objectives.base import BatchShape
+from bert_jax.training import optim, setup, sharding, state as state_lib
 from bert_jax.configuration import load_config, model_config
 from bert_jax.data.synthetic import synthetic_batch
-from bert_jax.model import BertConfig
+from bert_jax.models.bert_config import BertConfig
 
 MODEL = BertConfig(vocab_size=256, hidden_size=64, num_hidden_layers=1, num_attention_heads=4, intermediate_size=128,
                    max_position_embeddings=64)
 OPT = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01,
                                      warmup_steps=2, end_learning_rate=0.0, grad_clip_norm=1.0))
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
+PRETRAINING = objectives.create("mlm_nsp")
+MAKE_MODEL = models.constructor(MODEL, PRETRAINING.heads)
+
+
+def make_optimizer():
+    return optim.make_optimizer(OPT, optim.learning_rate_schedule(OPT, 10))
 
 
 def test_abstract_state_equals_sharded_init():
     # Every mesh axis in use, so replicated, fsdp-split and tensor-split leaves all occur.
     mesh = sharding.make_mesh({"data": 2, "fsdp": 4, "tensor": 2}, jax.devices()[:16])
-    optimizer = optim.make_optimizer(OPT, train_steps=10)
-    _, real_state, real_shardings = sharding.init_sharded_state(MODEL, optimizer, mesh, seed=0)
-    _, abstract_state, abstract_shardings = compile_ahead.abstract_train_state(MODEL, optimizer, mesh, seed=0)
+    optimizer = make_optimizer()
+    _, real_state, real_shardings = state_lib.init_sharded_state(MAKE_MODEL, optimizer, mesh, seed=0)
+    _, abstract_state, abstract_shardings = state_lib.abstract_sharded_state(MAKE_MODEL, optimizer, mesh, seed=0)
 
     assert jax.tree.structure(abstract_state) == jax.tree.structure(real_state)
     for abstract, real, declared in zip(jax.tree.leaves(abstract_state), jax.tree.leaves(real_state),
@@ -41,18 +49,18 @@ def test_abstract_state_equals_sharded_init():
 
 
 def test_fsdp_shrinks_the_state_per_device():
-    optimizer = optim.make_optimizer(OPT, train_steps=10)
+    optimizer = make_optimizer()
     sizes = {}
     for fsdp in (1, 4):
         mesh = sharding.make_mesh({"data": 16 // fsdp, "fsdp": fsdp, "tensor": 1}, jax.devices()[:16])
-        sizes[fsdp] = compile_ahead.bytes_per_device(compile_ahead.abstract_train_state(MODEL, optimizer, mesh, 0)[1])
+        sizes[fsdp] = compile_ahead.bytes_per_device(state_lib.abstract_sharded_state(MAKE_MODEL, optimizer, mesh, 0)[1])
     # Everything but the few leaves no mesh axis divides (scalars, [N, H]-sized heads) is split 4 ways.
     assert sizes[1] / 4 < sizes[4] < sizes[1] / 3.5
 
 
 def test_abstract_batch_follows_the_batch_contract():
     mesh = sharding.make_mesh({"data": 4, "fsdp": 2, "tensor": 2}, jax.devices()[:16])
-    abstract = compile_ahead.abstract_batch(32, 128, 20, mesh)
+    abstract = sharding.abstract_batch(PRETRAINING.batch_contract(BatchShape(32, 128, 20)), mesh)
     host = synthetic_batch(32, 128, 20, vocab_size=MODEL.vocab_size)
     assert abstract.keys() == host.keys()
     for name, value in host.items():
@@ -128,7 +136,7 @@ def test_tpu_compile_memory_matches_the_sharding():
     reports = {}
     for data, fsdp in ((4, 1), (1, 4)):
         config = load_config("configs/base_cased.py:tiny", MICRO_OVERRIDES + [f"mesh.data={data}", f"mesh.fsdp={fsdp}"])
-        report = compile_ahead.compile_phase(config, model_config(config), topology, devices, 0)
+        report = compile_ahead.compile_phase(setup.build(config, devices), topology, 0)
         assert report.compiled, report.error
         for field in ("argument_bytes", "output_bytes", "alias_bytes", "generated_code_bytes", "flops_per_device"):
             assert getattr(report, field) > 0, field

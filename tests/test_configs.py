@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from bert_jax.configuration import ConfigError, load_config, model_config
-from bert_jax.model import count_parameters
+from bert_jax.configuration import load_config, model_config
+from bert_jax.errors import ConfigError
+from bert_jax.models.bert import count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted((REPO / "configs").glob("*.py"))

@@ -5,7 +5,8 @@ import json
 import pytest
 import transformers
 
-from bert_jax import fill_mask, hf
+from bert_jax import fill_mask
+from bert_jax.interop import hf
 from tests.hf_reference import random_hf_pretraining_model, tiny_hf_config
 
 TEXTS = [

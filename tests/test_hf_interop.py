@@ -10,8 +10,8 @@ import torch
 import transformers
 from flax import nnx
 
-from bert_jax import hf
-from bert_jax.model import BertConfig, BertForPreTraining
+from bert_jax.interop import hf
+from bert_jax.models.bert import BertConfig, BertForPreTraining
 from tests.hf_reference import max_abs_diff, torch_forward, padded_batch, random_hf_pretraining_model, tiny_hf_config
 
 TINY = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,

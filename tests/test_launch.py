@@ -26,7 +26,7 @@ import pytest
 
 from bert_jax.launch import accelerators, cli, remote, resources
 from bert_jax.launch import secrets as launch_secrets
-from bert_jax.launch.errors import InputError
+from bert_jax.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_GCLOUD_DIR = REPO / "tests" / "fake_gcloud"

@@ -4,7 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from bert_jax import losses
+from bert_jax import objectives
+from bert_jax.objectives import losses
+
+PRETRAINING = objectives.create("mlm_nsp")
 
 
 def _batch(seed=0, B=6, P=5, V=13):
@@ -21,12 +24,16 @@ def _batch(seed=0, B=6, P=5, V=13):
 
 
 def _sums(b):
-    return losses.pretraining_sums({"mlm_logits": b["mlm_logits"], "nsp_logits": b["nsp_logits"]}, b)
+    return PRETRAINING.sums({"mlm_logits": b["mlm_logits"], "nsp_logits": b["nsp_logits"]}, b)
+
+
+def _nsp_sums(logits, labels, weights=None):
+    return losses.classification_sums("nsp", logits, labels, weights)
 
 
 def test_values_equal_torch_cross_entropy():
     b = _batch()
-    means = losses.means(_sums(b))
+    means = PRETRAINING.summarize(_sums(b))
     keep = b["masked_lm_weights"].reshape(-1) > 0
     logits = torch.tensor(b["mlm_logits"].reshape(-1, 13))[keep]
     labels = torch.tensor(b["masked_lm_ids"].reshape(-1), dtype=torch.long)[keep]
@@ -38,7 +45,7 @@ def test_values_equal_torch_cross_entropy():
     expected_acc = (logits.argmax(-1) == labels).float().mean().item()
     assert abs(float(means["mlm_accuracy"]) - expected_acc) < 1e-6
     assert abs(float(means["loss"]) - (expected_mlm + expected_nsp)) < 1e-5
-    assert float(losses.pretraining_loss(_sums(b))) == float(means["loss"])
+    assert float(PRETRAINING.loss(_sums(b), PRETRAINING.denominators(b))) == float(means["loss"])
 
 
 def test_padding_positions_do_not_count():
@@ -64,9 +71,9 @@ def test_sums_add_across_shards():
 
 def test_bf16_logits_are_promoted():
     b = _batch(3)
-    s32 = losses.means(_sums(b))
+    s32 = PRETRAINING.summarize(_sums(b))
     bf = dict(b, mlm_logits=jnp.asarray(b["mlm_logits"], jnp.bfloat16), nsp_logits=jnp.asarray(b["nsp_logits"], jnp.bfloat16))
-    s16 = losses.means(_sums(bf))
+    s16 = PRETRAINING.summarize(_sums(bf))
     assert s16["mlm_loss"].dtype == jnp.float32
     assert abs(float(s16["mlm_loss"]) - float(s32["mlm_loss"])) < 0.05
 
@@ -74,8 +81,8 @@ def test_bf16_logits_are_promoted():
 def test_example_weights_mask_padded_examples():
     b = _batch(4)
     weights = np.array([1, 1, 1, 1, 0, 0], np.float32)
-    masked = losses.nsp_sums(b["nsp_logits"], b["next_sentence_labels"], weights)
-    first4 = losses.nsp_sums(b["nsp_logits"][:4], b["next_sentence_labels"][:4])
+    masked = _nsp_sums(b["nsp_logits"], b["next_sentence_labels"], weights)
+    first4 = _nsp_sums(b["nsp_logits"][:4], b["next_sentence_labels"][:4])
     assert float(masked["nsp_count"]) == 4
     np.testing.assert_allclose(float(masked["nsp_loss_sum"]), float(first4["nsp_loss_sum"]), rtol=1e-6)
 

@@ -9,8 +9,8 @@ import torch
 import transformers
 from flax import nnx
 
-from bert_jax import hf
-from bert_jax.model import BertConfig, BertForPreTraining, count_parameters
+from bert_jax.interop import hf
+from bert_jax.models.bert import BertConfig, BertForPreTraining, count_parameters
 from tests.hf_reference import max_abs_diff, torch_forward, padded_batch, random_hf_pretraining_model, tiny_hf_config
 
 TOLERANCE = 1e-4  # f32 on CPU; observed differences are ~1e-6

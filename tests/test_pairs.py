@@ -11,8 +11,10 @@ import random
 import numpy as np
 import pytest
 
-from bert_jax.data import pairs
-from bert_jax.data.pairs import RandomNextWindow, TokenizedDocument, create_pairs_from_document
+from bert_jax.data.examples import nsp_pairs
+from bert_jax.data.examples.base import TokenizedDocument
+from bert_jax.data.examples.nsp_pairs import create_pairs_from_document
+from bert_jax.data.examples.random_next_window import RandomNextWindow
 
 CLS, SEP = 101, 102
 DOC_ID_STRIDE = 10_000  # document k uses token ids in [DOC_ID_STRIDE * (k + 1), DOC_ID_STRIDE * (k + 2))
@@ -49,7 +51,7 @@ def reference_pairs(document: list[list[int]], pool: list[list[list[int]]], max_
     `randint` is our `uniform_int` (checked for uniformity in its own test); truncation uses the
     distribution-equal `truncation_counts` + Binomial draws (checked against the literal loop in its own test).
     """
-    randint = functools.partial(pairs.uniform_int, rng)
+    randint = functools.partial(nsp_pairs.uniform_int, rng)
     max_num_tokens = max_seq_length - 3
     target = max_num_tokens
     if rng.random() < short_seq_prob:
@@ -71,8 +73,8 @@ def reference_pairs(document: list[list[int]], pool: list[list[list[int]]], max_
                 i -= len(chunk) - a_end
             else:
                 label, tokens_b = 0, [t for segment in chunk[a_end:] for t in segment]
-            remove_a, remove_b = pairs.truncation_counts(len(tokens_a), len(tokens_b), max_num_tokens)
-            front_a, front_b = pairs._binomial_half(remove_a, rng), pairs._binomial_half(remove_b, rng)
+            remove_a, remove_b = nsp_pairs.truncation_counts(len(tokens_a), len(tokens_b), max_num_tokens)
+            front_a, front_b = nsp_pairs._binomial_half(remove_a, rng), nsp_pairs._binomial_half(remove_b, rng)
             tokens_a = tokens_a[front_a:len(tokens_a) - (remove_a - front_a)]
             tokens_b = tokens_b[front_b:len(tokens_b) - (remove_b - front_b)]
             out.append((tokens_a, tokens_b, label))
@@ -112,13 +114,13 @@ def test_truncation_counts_equal_the_original_loop():
                         a -= 1
                     else:
                         b -= 1
-                assert pairs.truncation_counts(len_a, len_b, max_num_tokens) == (len_a - a, len_b - b)
+                assert nsp_pairs.truncation_counts(len_a, len_b, max_num_tokens) == (len_a - a, len_b - b)
 
 
 def test_uniform_int_is_uniform():
     rng = random.Random(5)
     draws = 100_000
-    counts = collections.Counter(pairs.uniform_int(rng, 3, 12) for _ in range(draws))
+    counts = collections.Counter(nsp_pairs.uniform_int(rng, 3, 12) for _ in range(draws))
     assert set(counts) == set(range(3, 13))
     for value in range(3, 13):
         assert abs(counts[value] - draws / 10) <= five_sigma(draws, 0.1)
@@ -127,9 +129,9 @@ def test_uniform_int_is_uniform():
 def test_truncation_front_back_split_is_fair():
     rng = random.Random(7)
     trials = 200_000
-    fronts = pairs._binomial_half(trials, rng)
+    fronts = nsp_pairs._binomial_half(trials, rng)
     assert abs(fronts - trials / 2) <= five_sigma(trials, 0.5)
-    assert pairs._binomial_half(0, rng) == 0
+    assert nsp_pairs._binomial_half(0, rng) == 0
 
 
 def test_statistics_labels_lengths_and_the_never_same_document_rule():
@@ -142,7 +144,7 @@ def test_statistics_labels_lengths_and_the_never_same_document_rule():
             pool = corpus[max(0, k - 20):k] + corpus[k + 1:k + 21]
             examples += [(k, e) for e in create_pairs_from_document(
                 document, pool, max_seq_length=max_seq_length, short_seq_prob=0.1, cls_id=CLS, sep_id=SEP,
-                rng=pairs.document_rng(3, dupe, k), counters=counters)]
+                rng=nsp_pairs.document_rng(3, dupe, k), counters=counters)]
     assert counters["examples"] == len(examples) > 5000
     assert counters["random_next"] == sum(e.next_sentence_label for _, e in examples)
     assert counters["truncated_examples"] > 0  # sentences up to 60 tokens against a 61-token budget
@@ -182,7 +184,7 @@ def test_short_target_fraction_and_range():
         k = call % len(corpus)
         first = create_pairs_from_document(corpus[k], corpus[:k] + corpus[k + 1:], max_seq_length=max_seq_length,
                                            short_seq_prob=0.1, cls_id=CLS, sep_id=SEP,
-                                           rng=pairs.document_rng(11, call))[0]
+                                           rng=nsp_pairs.document_rng(11, call))[0]
         if first.next_sentence_label == 0:
             calls += 1
             target = len(first.input_ids) - 3
@@ -209,12 +211,12 @@ def test_deterministic_and_seed_dependent():
                 for k, d in enumerate(corpus)
                 for e in create_pairs_from_document(d, corpus[:k] + corpus[k + 1:], max_seq_length=48,
                                                     short_seq_prob=0.1, cls_id=CLS, sep_id=SEP,
-                                                    rng=pairs.document_rng(seed, 0, "shard", k))]
+                                                    rng=nsp_pairs.document_rng(seed, 0, "shard", k))]
 
     assert run(5) == run(5)
     assert run(5) != run(6)
-    assert pairs.document_rng(1, 2, "a").random() == pairs.document_rng(1, 2, "a").random()
-    assert pairs.document_rng(1, 2, "a").random() != pairs.document_rng(1, 3, "a").random()
+    assert nsp_pairs.document_rng(1, 2, "a").random() == nsp_pairs.document_rng(1, 2, "a").random()
+    assert nsp_pairs.document_rng(1, 2, "a").random() != nsp_pairs.document_rng(1, 3, "a").random()
 
 
 def test_no_random_document_is_counted_never_self_paired():
@@ -225,7 +227,7 @@ def test_no_random_document_is_counted_never_self_paired():
     for dupe in range(20):
         for d in (document, one_sentence):
             examples += create_pairs_from_document(d, [], max_seq_length=32, short_seq_prob=0.1, cls_id=CLS,
-                                                   sep_id=SEP, rng=pairs.document_rng(0, dupe), counters=counters)
+                                                   sep_id=SEP, rng=nsp_pairs.document_rng(0, dupe), counters=counters)
     assert examples and all(e.next_sentence_label == 0 for e in examples)
     assert counters["random_next"] == 0
     assert counters["random_next_impossible"] > 0
@@ -312,7 +314,7 @@ def test_records_from_spans_equal_records_of_the_examples(dtype, id_offset):
     for k, document in enumerate(corpus):
         pool = corpus[:k] + corpus[k + 1:]
         kwargs = dict(max_seq_length=64, short_seq_prob=0.1)
-        spans = pairs.pair_spans_from_document(document, pool, rng=random.Random(k), **kwargs)
+        spans = nsp_pairs.pair_spans_from_document(document, pool, rng=random.Random(k), **kwargs)
         examples = create_pairs_from_document(document, pool, cls_id=CLS, sep_id=SEP, rng=random.Random(k), **kwargs)
         assert len(spans) == len(examples) > 0
         for span, example in zip(spans, examples):

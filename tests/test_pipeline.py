@@ -10,7 +10,7 @@ import pytest
 
 from bert_jax.data.masking import MaskingConfig, VocabInfo, mask_example
 from bert_jax.data.pipeline import make_loader
-from bert_jax.data.sources import InputError
+from bert_jax.errors import InputError
 from tests.data_helpers import write_dataset
 
 SEQ_LEN = 32

@@ -10,9 +10,10 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from bert_jax import losses, optim, sharding, steps
+from bert_jax import models, objectives
 from bert_jax.data.synthetic import synthetic_batch
-from bert_jax.model import BertConfig, BertForPreTraining
+from bert_jax.models.bert import BertConfig, BertForPreTraining
+from bert_jax.training import optim, sharding, state as state_lib, step as steps
 
 MODEL = BertConfig(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                    max_position_embeddings=64)
@@ -20,15 +21,18 @@ OPT = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-3, b1=0.9, b
                                      warmup_steps=2, end_learning_rate=0.0, grad_clip_norm=1.0))
 BATCH, SEQ, PRED, STEPS = 16, 32, 5, 5
 TOLERANCE = 2e-5  # f32; a different mesh changes reduction order only
+PRETRAINING = objectives.create("mlm_nsp")
 
 
 def run(mesh_sizes, *, grad_accum_steps=1, batches=None, steps_to_run=STEPS, model=MODEL):
     devices = jax.devices()[: abs(np.prod(list(mesh_sizes.values())))] if -1 not in mesh_sizes.values() else None
     mesh = sharding.make_mesh(mesh_sizes, devices)
-    optimizer = optim.make_optimizer(OPT, train_steps=10)
-    graphdef, state, shardings = sharding.init_sharded_state(model, optimizer, mesh, seed=0)
+    schedule = optim.learning_rate_schedule(OPT, 10)
+    optimizer = optim.make_optimizer(OPT, schedule)
+    make_model = models.constructor(model, PRETRAINING.heads)
+    graphdef, state, shardings = state_lib.init_sharded_state(make_model, optimizer, mesh, seed=0)
     step_fn = steps.jit_train_step(
-        graphdef=graphdef, optimizer=optimizer, schedule=optim.learning_rate_schedule(OPT, 10), seed=0,
+        graphdef=graphdef, objective=PRETRAINING, optimizer=optimizer, schedule=schedule, seed=0,
         grad_accum_steps=grad_accum_steps, state_shardings=shardings, mesh=mesh,
     )
     history = []
@@ -98,8 +102,8 @@ def parameter_gradients(mesh_sizes):
     param_shardings = sharding.state_shardings(params, mesh)
 
     def objective(params, batch):
-        outputs = nnx.merge(graphdef, params)(*(batch[name] for name in steps.MODEL_INPUTS), deterministic=True)
-        return losses.pretraining_loss(losses.pretraining_sums(outputs, batch))
+        outputs = PRETRAINING.forward(nnx.merge(graphdef, params), batch, deterministic=True, rngs=None)
+        return PRETRAINING.loss(PRETRAINING.sums(outputs, batch), PRETRAINING.denominators(batch))
 
     grad_fn = jax.jit(jax.grad(objective), in_shardings=(param_shardings, sharding.batch_shardings(mesh)))
     batch = synthetic_batch(BATCH, SEQ, PRED, ONE_LAYER.vocab_size, seed=1)

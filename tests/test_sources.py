@@ -14,7 +14,8 @@ import tracemalloc
 import pytest
 
 from bert_jax.data import sources
-from bert_jax.data.sources import InputError, SourceStats, list_input_shards
+from bert_jax.data.sources import SourceStats, cleaning, list_input_shards
+from bert_jax.errors import InputError
 
 
 def read_all(inputs, **kwargs) -> tuple[list[list[str]], SourceStats]:
@@ -102,7 +103,7 @@ def test_ten_megabyte_word_is_dropped_with_bounded_memory(tmp_path):
 
 
 def test_huge_document_is_emitted_in_parts_and_counted(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "MAX_DOCUMENT_SENTENCES", 4)
+    monkeypatch.setattr(cleaning, "MAX_DOCUMENT_SENTENCES", 4)
     write_bert_text(tmp_path / "long.txt", [[f"Sentence {index}." for index in range(10)]])
     documents, stats = read_all([str(tmp_path / "long.txt")])
     assert [len(document) for document in documents] == [4, 4, 2]

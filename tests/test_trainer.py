@@ -17,47 +17,12 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import checkpointing, export, hf, sharding, trainer
-from bert_jax.configuration import load_config
-
-REPO = Path(__file__).resolve().parents[1]
-ONE_PHASE = "[{'max_seq_length': 32, 'fraction': 1.0, 'max_predictions': 5}]"  # one compilation: cheaper tests
-PHASES = "[{'max_seq_length': 32, 'fraction': 0.5, 'max_predictions': 5}, " \
-         "{'max_seq_length': 64, 'fraction': 0.5, 'max_predictions': 10}]"
-
-
-def overrides(dataset: Path, **fields) -> list[str]:
-    """A 1-layer model on the sample data, logging every step so per-step losses can be compared."""
-    base = {
-        "model.hidden_size": 32, "model.num_hidden_layers": 1, "model.num_attention_heads": 2,
-        "model.intermediate_size": 64, "model.max_position_embeddings": 64,
-        "data.dir": str(dataset), "data.build_from": "", "data.worker_count": 0,
-        "batch_size": 16, "phases": PHASES, "train_steps": 40, "optimizer.warmup_steps": 4, "optimizer.learning_rate": 3e-3,
-        "log_every": 1, "eval_every": 10, "eval_steps": 2, "checkpoint_every": 5,
-        "peak_flops_per_device": 1e10, "export_at_end": False,
-    }
-    base.update(fields)
-    return [f"{key}={value}" for key, value in base.items()]
-
-
-def train_command(workdir: Path, dataset: Path, **fields) -> list[str]:
-    return [sys.executable, "-m", "bert_jax.train", "--config", "configs/base_cased.py:tiny", "--workdir",
-            str(workdir), *("--config." + o for o in overrides(dataset, **fields))]
-
-
-def environment(devices: int, **extra) -> dict[str, str]:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
-    env.update(extra)
-    return env
-
-
-def records(workdir: Path, kind: str = "train") -> dict[int, dict]:
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return {}
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["step"]: r for r in lines if r["kind"] == kind}
-
+from bert_jax import errors, export
+from bert_jax.configuration import load_config, model_config
+from bert_jax.interop import hf
+from bert_jax.training import checkpointing, loop as trainer, phases, setup, sharding
+from tests.run_helpers import (ONE_PHASE, REPO, environment, losses, overrides, records, tensorboard_scalars,
+                               train_command)
 
 def wait_for_step(workdir: Path, step: int, process: subprocess.Popen, timeout: float = 300) -> int:
     deadline = time.monotonic() + timeout
@@ -70,28 +35,6 @@ def wait_for_step(workdir: Path, step: int, process: subprocess.Popen, timeout: 
         time.sleep(0.02)
     raise AssertionError(f"step {step} not reached in {timeout} s")
 
-
-def losses(workdir: Path, kind: str = "train", field: str = "loss") -> dict[int, float]:
-    return {step: r[field] for step, r in records(workdir, kind).items()}
-
-
-def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
-    """Reads the event files as TensorBoard would (TFRecord framing: length, crc, Event proto, crc)."""
-    import struct
-
-    from tensorboardX.proto import event_pb2
-
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(directory.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack_from("<Q", data, offset)
-            event = event_pb2.Event.FromString(data[offset + 12: offset + 12 + length])
-            offset += 12 + length + 4
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return scalars
 
 
 @pytest.fixture(scope="module")
@@ -219,15 +162,15 @@ def test_nonfinite_steps_stop_the_run_with_the_last_good_checkpoint(sample_datas
     real_global_batch = sharding.global_batch
     calls = {"n": 0}
 
-    def poisoned(host_batch, mesh):
+    def poisoned(host_batch, *args):
         calls["n"] += 1
         if calls["n"] >= 7:
             host_batch = dict(host_batch, masked_lm_weights=np.full_like(host_batch["masked_lm_weights"], np.nan))
-        return real_global_batch(host_batch, mesh)
+        return real_global_batch(host_batch, *args)
 
-    monkeypatch.setattr(trainer.sharding, "global_batch", poisoned)
+    monkeypatch.setattr(sharding, "global_batch", poisoned)
     monkeypatch.chdir(tmp_path)  # a relative --workdir, as users type it
-    with pytest.raises(trainer.TrainingError, match="max_nonfinite_steps=3") as error:
+    with pytest.raises(errors.TrainingError, match="max_nonfinite_steps=3") as error:
         trainer.run(config, "run")
     tmp_path = tmp_path / "run"
     assert "step 5" in str(error.value)
@@ -235,9 +178,9 @@ def test_nonfinite_steps_stop_the_run_with_the_last_good_checkpoint(sample_datas
     assert [train[s]["nonfinite_steps"] for s in range(6, 10)] == [0, 1, 1, 1]
     manager = checkpointing.make_manager(str(tmp_path), keep=3, read_only=True)
     assert manager.latest_step() == 5
-    config_model = trainer.model_config(config)
+    config_model = model_config(config)
     from flax import nnx
-    from bert_jax.model import BertForPreTraining
+    from bert_jax.models.bert import BertForPreTraining
 
     abstract = nnx.eval_shape(lambda: BertForPreTraining(config_model, rngs=nnx.Rngs(0)))
     _, abstract_params = nnx.split(abstract, nnx.Param)
@@ -269,14 +212,14 @@ def test_restore_onto_a_different_mesh_continues_the_run(sample_dataset, tmp_pat
     # The checkpoint also restores onto 4 of the 16 devices, value for value.
     manager = checkpointing.make_manager(str(full), keep=3, read_only=True)
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 1}, jax.devices()[:4])
-    model = trainer.model_config(config)
-    optimizer = trainer.optim.make_optimizer(config.optimizer, config.train_steps)
-    _, state, shardings = sharding.init_sharded_state(model, optimizer, mesh, seed=1)
-    restored, _ = checkpointing.restore(manager, 6, state, shardings)
+    four = setup.build(_config(sample_dataset, train_steps=6, phases=ONE_PHASE, **{"mesh.data": 2, "mesh.fsdp": 2}),
+                       jax.devices()[:4])
+    assert dict(four.mesh.shape) == dict(mesh.shape)
+    restored, _ = checkpointing.restore(manager, 6, four.abstract_state, four.shardings)
     assert len(restored.params["bert"]["embeddings"]["word_embeddings"]["embedding"].get_value().sharding.device_set) == 4
     assert int(restored.step) == 6
-    reference, _ = checkpointing.restore(manager, 6, *sharding.init_sharded_state(
-        model, optimizer, sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1]), seed=1)[1:])
+    one = setup.build(_config(sample_dataset, train_steps=6, phases=ONE_PHASE, **{"mesh.data": 1}), jax.devices()[:1])
+    reference, _ = checkpointing.restore(manager, 6, one.abstract_state, one.shardings)
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(reference)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -305,15 +248,15 @@ def test_export_from_workdir_writes_the_checkpoint_weights(reference_run, tmp_pa
 def test_phase_plan_and_config_errors(sample_dataset, tmp_path, capsys):
     config = _config(sample_dataset, train_steps=1000, phases="[{'max_seq_length': 32, 'fraction': 0.9, "
                      "'max_predictions': 5}, {'max_seq_length': 64, 'fraction': 0.1, 'max_predictions': 10}]")
-    plan = trainer.phase_plan(config)
+    plan = phases.phase_plan(config)
     assert [(p.start, p.end, p.max_seq_length) for p in plan] == [(0, 900, 32), (900, 1000, 64)]
-    assert trainer.phase_at(plan, 899).index == 0 and trainer.phase_at(plan, 900).index == 1
-    assert trainer.phase_at(plan, 1000) is None
+    assert phases.phase_at(plan, 899).index == 0 and phases.phase_at(plan, 900).index == 1
+    assert phases.phase_at(plan, 1000) is None
 
     from bert_jax import train
 
     assert train.main(["--workdir", str(tmp_path), "--config.optimizer.learning_rte=1"]) == 2
     assert "did you mean optimizer.learning_rate" in capsys.readouterr().err
     missing = _config(sample_dataset, **{"data.dir": str(tmp_path / "absent")})
-    with pytest.raises(trainer.InputError, match="python -m bert_jax.data.build"):
+    with pytest.raises(errors.InputError, match="python -m bert_jax.data.build"):
         trainer.run(missing, str(tmp_path / "w"))

@@ -9,7 +9,9 @@ import shutil
 import pytest
 
 from bert_jax.data import vocab
-from bert_jax.data.sources import InputError, SourceStats, iterate_documents, list_input_shards
+from bert_jax.data.sources import SourceStats, iterate_documents, list_input_shards
+from bert_jax.data.tokenizers import wordpiece
+from bert_jax.errors import InputError
 from tests.conftest import REPO
 
 # Accents (precomposed and combining), CJK, Korean, Arabic, Devanagari, Thai, punctuation, control characters,
@@ -44,7 +46,7 @@ def hf_fast(vocab_file: str, lowercase: bool):
 
 
 def assert_same_ids_as_hf(vocab_file: str, lowercase: bool) -> None:
-    ours = vocab.load_tokenizer(vocab_file, lowercase=lowercase)
+    ours = wordpiece.load_tokenizer(vocab_file, lowercase=lowercase)
     theirs = hf_fast(vocab_file, lowercase)
     assert ours.get_vocab_size() == len(theirs)
     for text in UNICODE_TEXTS:
@@ -66,17 +68,17 @@ def assert_same_ids_as_hf(vocab_file: str, lowercase: bool) -> None:
 
 @pytest.mark.parametrize("lowercase", [True, False])
 def test_load_tokenizer_equals_hf_with_real_bert_base_uncased_vocab(real_vocab_file, lowercase):
-    assert len(vocab.read_vocab(real_vocab_file)) == 30522
+    assert len(wordpiece.read_vocab(real_vocab_file)) == 30522
     assert_same_ids_as_hf(real_vocab_file, lowercase)
 
 
 def test_real_vocab_lowercase_is_read_from_tokenizer_config(real_vocab_file, tmp_path):
-    assert vocab.is_lowercase_vocab(real_vocab_file)  # its tokenizer_config.json says do_lower_case: true
+    assert wordpiece.is_lowercase_vocab(real_vocab_file)  # its tokenizer_config.json says do_lower_case: true
     shutil.copy(real_vocab_file, tmp_path / "vocab.txt")
-    assert not vocab.is_lowercase_vocab(str(tmp_path / "vocab.txt"))  # no config: cased
-    lowercased = vocab.load_tokenizer(real_vocab_file).encode("Hello WORLD", add_special_tokens=False).ids
+    assert not wordpiece.is_lowercase_vocab(str(tmp_path / "vocab.txt"))  # no config: cased
+    lowercased = wordpiece.load_tokenizer(real_vocab_file).encode("Hello WORLD", add_special_tokens=False).ids
     assert lowercased == hf_fast(real_vocab_file, True)("Hello WORLD", add_special_tokens=False)["input_ids"]
-    assert vocab.load_tokenizer(real_vocab_file).token_to_id("[PAD]") == 0
+    assert wordpiece.load_tokenizer(real_vocab_file).token_to_id("[PAD]") == 0
 
 
 def sample_sentences(limit: int) -> list[str]:
@@ -94,51 +96,51 @@ def training_sentences() -> list[str]:
 @pytest.fixture(scope="module")
 def learned_vocabs(training_sentences, tmp_path_factory) -> dict[tuple[str, bool], str]:
     paths = {}
-    for learner in vocab.LEARNERS:
+    for learner in wordpiece.LEARNERS:
         for lowercase in (False, True):
-            tokens = vocab.learn_vocab(iter(training_sentences), 1200, lowercase=lowercase, learner=learner)
+            tokens = wordpiece.learn_vocab(iter(training_sentences), 1200, lowercase=lowercase, learner=learner)
             directory = tmp_path_factory.mktemp(f"{learner}-{'uncased' if lowercase else 'cased'}")
-            paths[learner, lowercase] = vocab.write_vocab_dir(tokens, str(directory), lowercase=lowercase)
+            paths[learner, lowercase] = wordpiece.write_vocab_dir(tokens, str(directory), lowercase=lowercase)
     return paths
 
 
-@pytest.mark.parametrize("learner", vocab.LEARNERS)
+@pytest.mark.parametrize("learner", wordpiece.LEARNERS)
 @pytest.mark.parametrize("lowercase", [False, True])
 def test_load_tokenizer_equals_hf_with_learned_vocab(learned_vocabs, learner, lowercase):
     assert_same_ids_as_hf(learned_vocabs[learner, lowercase], lowercase)
 
 
-@pytest.mark.parametrize("learner", vocab.LEARNERS)
+@pytest.mark.parametrize("learner", wordpiece.LEARNERS)
 @pytest.mark.parametrize("lowercase", [False, True])
 def test_learned_vocab_format(learned_vocabs, training_sentences, learner, lowercase):
     vocab_file = learned_vocabs[learner, lowercase]
-    tokens = vocab.read_vocab(vocab_file)  # validates: no duplicates, specials present, [PAD] first
-    assert tuple(tokens[:5]) == vocab.SPECIAL_TOKENS
+    tokens = wordpiece.read_vocab(vocab_file)  # validates: no duplicates, specials present, [PAD] first
+    assert tuple(tokens[:5]) == wordpiece.SPECIAL_TOKENS
     assert len(tokens) == 1200  # exactly the size asked for
     assert all(token and token != "##" and not any(char.isspace() for char in token) for token in tokens)
     with open(vocab_file.replace("vocab.txt", "tokenizer_config.json")) as f:
         config = json.load(f)
     assert config["do_lower_case"] is lowercase and config["tokenizer_class"] == "BertTokenizer"
     assert config["model_max_length"] == 512 and config["mask_token"] == "[MASK]"
-    assert vocab.is_lowercase_vocab(vocab_file) is lowercase
+    assert wordpiece.is_lowercase_vocab(vocab_file) is lowercase
     if lowercase:  # an uncased vocab never holds upper-case letters or accents
         assert not any(token != token.lower() for token in tokens[5:])
         assert "é" not in tokens and "e" in tokens
     # Coverage as WordPiece's: every word of the training text is tokenised without [UNK], except words over
     # 100 characters (always [UNK] in BERT).
-    tokenizer = vocab.load_tokenizer(vocab_file)
-    unk_id = tokenizer.token_to_id(vocab.UNK)
+    tokenizer = wordpiece.load_tokenizer(vocab_file)
+    unk_id = tokenizer.token_to_id(wordpiece.UNK)
     words = tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(" ".join(training_sentences)))
-    short_words = sorted({word for word, _ in words if len(word) <= vocab.MAX_INPUT_CHARS_PER_WORD})
+    short_words = sorted({word for word, _ in words if len(word) <= wordpiece.MAX_INPUT_CHARS_PER_WORD})
     encodings = tokenizer.encode_batch(short_words, add_special_tokens=False)
     unknown = [word for word, encoding in zip(short_words, encodings) if unk_id in encoding.ids]
     assert unknown == []
 
 
-@pytest.mark.parametrize("model_type", vocab.SENTENCEPIECE_MODEL_TYPES)
+@pytest.mark.parametrize("model_type", wordpiece.SENTENCEPIECE_MODEL_TYPES)
 def test_sentencepiece_learning_is_deterministic(training_sentences, model_type):
     # (tokenizers' WordPieceTrainer is not: huggingface/tokenizers#1794; hence it is not the default.)
-    runs = [vocab.learn_vocab(iter(training_sentences), 1000, lowercase=False, learner="sentencepiece",
+    runs = [wordpiece.learn_vocab(iter(training_sentences), 1000, lowercase=False, learner="sentencepiece",
                               sentencepiece_model_type=model_type) for _ in range(3)]
     assert runs[0] == runs[1] == runs[2]
 
@@ -148,32 +150,32 @@ def test_slow_bert_tokenizer_loads_written_vocab_dir(learned_vocabs):
 
     text = "Zoë visited Östermalm and Faitrisbury in 1901, then the river Caidrainda."
     for lowercase in (False, True):
-        vocab_file = learned_vocabs[vocab.DEFAULT_LEARNER, lowercase]
+        vocab_file = learned_vocabs[wordpiece.DEFAULT_LEARNER, lowercase]
         directory = vocab_file.rsplit("/", 1)[0]
         slow = BertTokenizerLegacy.from_pretrained(directory)  # the Python (slow) BertTokenizer of transformers 5
         fast = BertTokenizerFast.from_pretrained(directory)
         assert slow.do_lower_case is lowercase and fast.do_lower_case is lowercase
-        ours = vocab.load_tokenizer(vocab_file).encode(text).ids
+        ours = wordpiece.load_tokenizer(vocab_file).encode(text).ids
         assert slow(text)["input_ids"] == ours == fast(text)["input_ids"]
         assert slow.pad_token_id == 0 and slow.mask_token_id == 4
 
 
 def test_sentencepiece_pieces_to_wordpiece_form():
     pieces = ["<unk>", "\u2581", "\u2581the", "ing", "\u2581T", "s", "<s>"]
-    assert list(vocab.sentencepiece_to_wordpiece(pieces)) == ["the", "##ing", "T", "##s"]
+    assert list(wordpiece.sentencepiece_to_wordpiece(pieces)) == ["the", "##ing", "T", "##s"]
 
 
 def test_sentencepiece_unigram_learner_also_works(training_sentences):
-    tokens = vocab.learn_vocab(iter(training_sentences[:800]), 500, lowercase=False, learner="sentencepiece",
+    tokens = wordpiece.learn_vocab(iter(training_sentences[:800]), 500, lowercase=False, learner="sentencepiece",
                                sentencepiece_model_type="unigram")
-    assert tuple(tokens[:5]) == vocab.SPECIAL_TOKENS and len(tokens) == len(set(tokens)) <= 500
+    assert tuple(tokens[:5]) == wordpiece.SPECIAL_TOKENS and len(tokens) == len(set(tokens)) <= 500
 
 
 def test_vocab_size_the_corpus_cannot_reach_is_reported(tmp_path, capsys):
     (tmp_path / "tiny.txt").write_text("A tiny corpus.\nIt has few words.\n")
     assert vocab.main(["--input", str(tmp_path / "tiny.txt"), "--output", str(tmp_path / "v"),
                        "--vocab_size", "5000"]) == 0
-    size = len(vocab.read_vocab(str(tmp_path / "v" / "vocab.txt")))
+    size = len(wordpiece.read_vocab(str(tmp_path / "v" / "vocab.txt")))
     assert size < 5000
     assert f"set the model's vocab_size to {size}" in capsys.readouterr().err
 
@@ -186,8 +188,8 @@ def test_cli_writes_vocab_dir_with_progress(tmp_path, capsys):
                        "--lowercase"]) == 0
     captured = capsys.readouterr()
     assert "read 40 documents, 200 sentences" in captured.err and "wrote" in captured.out
-    assert vocab.is_lowercase_vocab(str(tmp_path / "out" / "vocab.txt"))
-    assert len(vocab.read_vocab(str(tmp_path / "out" / "vocab.txt"))) == 60
+    assert wordpiece.is_lowercase_vocab(str(tmp_path / "out" / "vocab.txt"))
+    assert len(wordpiece.read_vocab(str(tmp_path / "out" / "vocab.txt"))) == 60
 
 
 def test_cli_help_names_the_default_learner_and_bad_input_is_a_clear_error(tmp_path, capsys):
@@ -195,18 +197,18 @@ def test_cli_help_names_the_default_learner_and_bad_input_is_a_clear_error(tmp_p
         vocab.parse_args(["--help"])
     assert exit_info.value.code == 0
     help_text = " ".join(capsys.readouterr().out.split())
-    assert f"--learner {{{','.join(vocab.LEARNERS)}}}" in help_text
-    assert f"{vocab.DEFAULT_LEARNER} (default)" in help_text and "docs/data_vocab.md" in help_text
+    assert f"--learner {{{','.join(wordpiece.LEARNERS)}}}" in help_text
+    assert f"{wordpiece.DEFAULT_LEARNER} (default)" in help_text and "docs/data_vocab.md" in help_text
     assert vocab.main(["--input", str(tmp_path / "missing.txt"), "--output", str(tmp_path / "o")]) == 2
     assert "missing.txt' does not exist" in capsys.readouterr().err
 
 
 def test_committed_sample_vocab_matches_the_default_learner():
     vocab_file = str(REPO / "data" / "sample" / "vocab" / "vocab.txt")
-    tokens = vocab.read_vocab(vocab_file)
-    assert len(tokens) == 4096 and not vocab.is_lowercase_vocab(vocab_file)
+    tokens = wordpiece.read_vocab(vocab_file)
+    assert len(tokens) == 4096 and not wordpiece.is_lowercase_vocab(vocab_file)
     sentences = sample_sentences(10**9)
-    assert vocab.learn_vocab(iter(sentences), 4096, lowercase=False) == tokens  # regenerating gives the same file
+    assert wordpiece.learn_vocab(iter(sentences), 4096, lowercase=False) == tokens  # regenerating gives the same file
 
 
 @pytest.mark.parametrize("lines, message", [
@@ -218,20 +220,21 @@ def test_committed_sample_vocab_matches_the_default_learner():
 def test_bad_vocab_files_are_clear_errors(tmp_path, lines, message):
     (tmp_path / "vocab.txt").write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError, match=message):
-        vocab.read_vocab(str(tmp_path / "vocab.txt"))
+        wordpiece.read_vocab(str(tmp_path / "vocab.txt"))
 
 
 def test_missing_vocab_and_bad_tokenizer_config_are_clear_errors(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        vocab.load_tokenizer(str(tmp_path / "nope.txt"))
-    vocab.write_vocab_dir(list(vocab.SPECIAL_TOKENS) + ["a"], str(tmp_path), lowercase=False)
+        wordpiece.load_tokenizer(str(tmp_path / "nope.txt"))
+    wordpiece.write_vocab_dir(list(wordpiece.SPECIAL_TOKENS) + ["a"], str(tmp_path), lowercase=False)
     (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": "yes"}')
     with pytest.raises(InputError, match="'do_lower_case' must be true or false"):
-        vocab.load_tokenizer(str(tmp_path / "vocab.txt"))
+        wordpiece.load_tokenizer(str(tmp_path / "vocab.txt"))
 
 
 def test_uncased_tokenizer_strips_accents_like_bert(tmp_path):
     # An uncased BERT tokenizer lowercases and strips accents; a cased one keeps both.
-    path = vocab.write_vocab_dir(list(vocab.SPECIAL_TOKENS) + ["cafe", "café", "##s"], str(tmp_path), lowercase=True)
-    assert vocab.load_tokenizer(path).encode("CAFÉS", add_special_tokens=False).tokens == ["cafe", "##s"]
-    assert vocab.load_tokenizer(path, lowercase=False).encode("café", add_special_tokens=False).tokens == ["café"]
+    path = wordpiece.write_vocab_dir(list(wordpiece.SPECIAL_TOKENS) + ["cafe", "café", "##s"], str(tmp_path),
+                                     lowercase=True)
+    assert wordpiece.load_tokenizer(path).encode("CAFÉS", add_special_tokens=False).tokens == ["cafe", "##s"]
+    assert wordpiece.load_tokenizer(path, lowercase=False).encode("café", add_special_tokens=False).tokens == ["café"]

@@ -1,4 +1,4 @@
-"""CLI: the offline dataset build — corpus -> tokenized documents -> sentence-pair examples -> ArrayRecord shards.
+"""CLI and entry point of the offline dataset build: corpus -> tokenized documents -> examples -> ArrayRecord shards.
 
     python -m bert_jax.data.build --input 'corpus/*.txt' --vocab vocab/vocab.txt --output data/built \\
         --max_seq_length 128,512 --workers 8
@@ -6,11 +6,13 @@
 How it works (design notes with the reasons in docs/data_build.md):
 
 1. `sources.list_input_shards` splits the input into shards (files, TFDS record ranges). Each shard is one task
-   for a pool of worker processes (spawn): it streams the shard's documents, tokenizes each document once
-   (through a cache of space-separated chunks, `CachedSentenceEncoder`, exactly equal to the tokenizer), puts it
-   in the train or eval split by a hash of its text, and builds the pairs of every requested length and every dupe
-   copy from that one tokenization. Random-next partners come from a bounded window of neighbouring documents of
-   the same shard and split (`pairs.RandomNextWindow`), so a worker's memory does not grow with the corpus.
+   for a pool of worker processes (spawn, `build_parts`): it streams the shard's documents, tokenizes each
+   document once (through a cache of space-separated chunks, `CachedSentenceEncoder`, exactly equal to the
+   tokenizer), puts it in the train or eval split by a hash of its text, and hands it to the example kind
+   (`BuildConfig.example_kind`, see `bert_jax.data.examples`), which writes the examples of every requested length
+   from that one tokenization. The default kind, `nsp_pairs`, builds sentence pairs, every dupe copy, drawing
+   random-next partners from a bounded window of neighbouring documents of the same shard and split, so a worker's
+   memory does not grow with the corpus.
 2. A task writes its examples to `OUT/.parts/NNNNN/seq_L.SPLIT.array_record` and then, as its completion mark,
    `OUT/.parts/NNNNN.stats.json` (counts per length and split). Every file is written under a temporary name,
    fsynced and renamed, so a killed build leaves either a finished file or nothing usable.
@@ -26,85 +28,33 @@ output shard whose part records are gone has exactly those parts rebuilt. Every 
 from __future__ import annotations
 
 import argparse
-import collections
-import concurrent.futures
 import dataclasses
 import glob
-import hashlib
 import json
 import math
-import multiprocessing
 import os
 import sys
-import threading
-import time
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
-import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
-from bert_jax import fileio
-from bert_jax.data import records, sources, vocab
-from bert_jax.data.chunk_encoder import CachedSentenceEncoder
-from bert_jax.data.pairs import (PAIR_COUNTERS, RandomNextWindow, TokenizedDocument, document_rng,
-                                 pair_spans_from_document)
-from bert_jax.data.sources import InputError, SourceStats
+from bert_jax import errors, fileio
+from bert_jax.data import build_parts, examples, sources
+from bert_jax.data.build_layout import (BUILD_CONFIG, DEFAULT_EXAMPLE_KIND, PARTS_DIR, SPLITS, STATS, BuildConfig,
+                                        OutputShard, output_shard_path, part_records_path, part_stats_path)
+from bert_jax.data.build_stats import summarize
+from bert_jax.data.tokenizers import wordpiece
+from bert_jax.errors import InputError
 
-SPLITS = ("train", "eval")
-BUILD_CONFIG = "build_config.json"
-STATS = "stats.json"
-PARTS_DIR = ".parts"
+PROG = "python -m bert_jax.data.build"
 # Output shards of about this size by default: big enough to keep file counts low, small enough to spread over hosts.
 TARGET_SHARD_BYTES = 256 * 2**20
 # ...and at most this many records: an ArrayRecord writer (and reader) with group_size:1 keeps ~100 bytes of chunk
 # index per record in RAM (measured), so this caps the merge's memory at ~26 MB whatever the corpus size.
 MAX_RECORDS_PER_SHARD = 2**18
-# Tokenize documents in batches of about this many sentences / characters (one call amortises the Python overhead).
-TOKENIZE_BATCH_SENTENCES = 4096
-TOKENIZE_BATCH_CHARS = 4 * 2**20
-# Located notes per problem kind kept in stats.json.
-MAX_NOTES = 5
 # Output shards: one record per chunk for fast random access (the layout contract). Uncompressed: the records are
 # short token-id strings that zstd does not shrink (measured: files 7% larger with zstd, writes 2.7x slower).
 OUTPUT_WRITER_OPTIONS = "group_size:1,uncompressed"
-# Part files are only read back sequentially by the merge, so they group records (cheaper to write and read).
-PART_WRITER_OPTIONS = "group_size:1024,uncompressed"
-# A temporary file: a leftover of an interrupted build, removed when the build starts again.
-
-
-@dataclasses.dataclass(frozen=True)
-class BuildConfig:
-    """What was asked; stored in OUT/build_config.json and compared when a build resumes."""
-
-    inputs: tuple[str, ...]
-    vocab: str
-    lowercase: bool
-    max_seq_lengths: tuple[int, ...]
-    dupe_factor: int = 5
-    short_seq_prob: float = 0.1
-    seed: int = 12345
-    eval_fraction: float = 0.01
-    text_field: str = "text"
-    input_format: str = "auto"
-    tfds_data_dir: str | None = None
-    tfds_records_per_shard: int = 100_000
-    num_output_shards: int = 0  # train shards per length; 0 = about TARGET_SHARD_BYTES each
-    random_next_window_documents: int = 1000  # both sides together
-    random_next_window_tokens: int = 8_000_000  # both sides together
-
-    def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "inputs": list(self.inputs),
-                "max_seq_lengths": list(self.max_seq_lengths)}
-
-
-@dataclasses.dataclass(frozen=True)
-class PartTask:
-    """One input shard's work; picklable, sent to a worker process."""
-
-    index: int
-    shard: sources.InputShard
-    config: BuildConfig
-    output_dir: str
 
 
 @dataclasses.dataclass
@@ -117,23 +67,8 @@ class BuildReport:
     stats: dict[str, Any]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Files
-
-
-def _part_stats_path(output_dir: str, index: int) -> str:
-    return os.path.join(output_dir, PARTS_DIR, f"{index:05d}.stats.json")
-
-
-def _part_records_path(output_dir: str, index: int, length: int, split: str) -> str:
-    return os.path.join(output_dir, PARTS_DIR, f"{index:05d}", f"seq_{length}.{split}.array_record")
-
-
-def output_shard_path(output_dir: str, length: int, split: str, shard: int, num_shards: int) -> str:
-    return os.path.join(output_dir, f"seq_{length}", f"{split}-{shard:05d}-of-{num_shards:05d}.array_record")
-
-
 def _remove_temporaries(output_dir: str) -> None:
+    """Removes what an interrupted build left half-written (every file is written under a temporary name)."""
     for directory, _, names in os.walk(output_dir):
         for name in names:
             if fileio.is_temporary(name):
@@ -141,283 +76,11 @@ def _remove_temporaries(output_dir: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Worker side: one input shard -> part files
+# Output shards: planned from the part stats, copied from the part records.
 
 
-_ENCODERS: dict[tuple[str, bool], "CachedSentenceEncoder"] = {}  # per process: the chunk cache serves every shard
-_PROGRESS: tuple[Any, Any] | None = None  # shared (documents, tokens) counters, set by the pool initializer
-
-
-def _init_worker(progress: tuple[Any, Any] | None) -> None:
-    global _PROGRESS
-    _PROGRESS = progress
-    # Parallelism comes from worker processes; the tokenizer's own threads would oversubscribe the cores.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-
-
-def _encoder(vocab_file: str, lowercase: bool) -> "CachedSentenceEncoder":
-    key = (vocab_file, lowercase)
-    if key not in _ENCODERS:
-        tokenizer = vocab.load_tokenizer(vocab_file, lowercase=lowercase)
-        vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-        token_dtype = np.dtype("<u2" if vocab_size <= 2**16 else "<u4")  # little endian, as records store ids
-        _ENCODERS[key] = CachedSentenceEncoder(tokenizer, token_dtype)
-    return _ENCODERS[key]
-
-
-def _report_progress(documents: int, tokens: int) -> None:
-    if _PROGRESS is not None:
-        for counter, n in zip(_PROGRESS, (documents, tokens)):
-            with counter.get_lock():
-                counter.value += n
-
-
-def is_eval_document(sentences: Sequence[str], eval_fraction: float) -> bool:
-    """The document's split: a hash of its text, so the same text always lands in the same split."""
-    if eval_fraction <= 0:
-        return False
-    text = "\n".join(sentences).encode("utf-8", "surrogatepass")
-    value = int.from_bytes(hashlib.blake2b(text, digest_size=8, person=b"bert_jax_eval").digest(), "little")
-    return value < eval_fraction * 2.0**64
-
-
-def _document_batches(documents: Iterable[list[str]]) -> Iterator[list[list[str]]]:
-    batch: list[list[str]] = []
-    sentences = chars = 0
-    for document in documents:
-        batch.append(document)
-        sentences += len(document)
-        chars += sum(len(sentence) for sentence in document)
-        if sentences >= TOKENIZE_BATCH_SENTENCES or chars >= TOKENIZE_BATCH_CHARS:
-            yield batch
-            batch, sentences, chars = [], 0, 0
-    if batch:
-        yield batch
-
-
-class _PartBuilder:
-    """Turns one shard's documents into examples; holds the per-split windows, writers and counters."""
-
-    def __init__(self, task: PartTask, unk_id: int, cls_id: int, sep_id: int, token_dtype: np.dtype) -> None:
-        self.task = task
-        self.config = task.config
-        self.unk_id, self.cls_id, self.sep_id = unk_id, cls_id, sep_id
-        self.token_dtype = token_dtype
-        half_documents = max(1, self.config.random_next_window_documents // 2)
-        half_tokens = max(1, self.config.random_next_window_tokens // 2)
-        self.windows = {split: RandomNextWindow(half_documents, half_tokens) for split in SPLITS}
-        self.window_indices: dict[str, collections.deque[int]] = {split: collections.deque() for split in SPLITS}
-        self.documents: dict[str, collections.Counter[str]] = {split: collections.Counter() for split in SPLITS}
-        self.dropped: collections.Counter[str] = collections.Counter()
-        self.examples = {(length, split): collections.Counter() for length in self.config.max_seq_lengths
-                         for split in SPLITS}
-        # Plain lists: one `+= 1` per example is cheaper on a list than on a NumPy array.
-        self.histograms = {(length, split): [0] * (length + 1)
-                           for length in self.config.max_seq_lengths for split in SPLITS}
-        self.record_encoder = records.PairRecordEncoder(cls_id, sep_id, token_dtype)
-        self.overlong_sentences = collections.Counter()
-        self.writers: dict[tuple[int, str], tuple[ArrayRecordWriter, str, str]] = {}
-        for length in self.config.max_seq_lengths:
-            for split in SPLITS:
-                path = _part_records_path(task.output_dir, task.index, length, split)
-                temporary_path = fileio.temporary_path(path)
-                self.writers[(length, split)] = (ArrayRecordWriter(temporary_path, PART_WRITER_OPTIONS),
-                                                 temporary_path, path)
-
-    def add(self, index: int, sentences: list[str], token_ids: np.ndarray, sentence_lengths: np.ndarray) -> None:
-        """One document: its sentences, their token ids back to back and each one's token count."""
-        kept = sentence_lengths[sentence_lengths > 0]
-        self.dropped["sentences_without_tokens"] += len(sentence_lengths) - len(kept)
-        if not len(kept):
-            self.dropped["documents_without_tokens"] += 1
-            return
-        # A copy, so the window holds this document's tokens only, not its whole tokenization batch.
-        document = TokenizedDocument(token_ids=token_ids.copy(), sentence_ends=np.cumsum(kept).tolist())
-        split = "eval" if is_eval_document(sentences, self.config.eval_fraction) else "train"
-        counters = self.documents[split]
-        counters["documents"] += 1
-        counters["sentences"] += len(kept)
-        counters["tokens"] += document.num_tokens
-        counters["unk_tokens"] += int(np.count_nonzero(document.token_ids == self.unk_id))
-        counters["one_sentence_documents"] += len(kept) == 1
-        counters["longest_document_tokens"] = max(counters["longest_document_tokens"], document.num_tokens)
-        counters["longest_sentence_tokens"] = max(counters["longest_sentence_tokens"], int(kept.max()))
-        for length in self.config.max_seq_lengths:
-            self.overlong_sentences[length] += int(np.count_nonzero(kept > length - 3))
-        self.window_indices[split].append(index)
-        self._make_pairs(split, self.windows[split].push(document))
-
-    def finish(self) -> dict[str, Any]:
-        for split in SPLITS:
-            self._make_pairs(split, self.windows[split].drain())
-        for writer, temporary_path, path in self.writers.values():
-            writer.close()
-            fileio.commit(temporary_path, path)
-        return self._stats()
-
-    def _make_pairs(self, split: str, ready: Iterator[tuple[TokenizedDocument, Sequence[TokenizedDocument]]]
-                    ) -> None:
-        config = self.config
-        encode = self.record_encoder.encode
-        itemsize = self.token_dtype.itemsize
-        for document, pool in ready:
-            index = self.window_indices[split].popleft()
-            if not pool:  # the only document of its shard and split: no random next possible
-                self.documents[split]["documents_without_random_next_pool"] += 1
-            first_bytes = document.token_bytes
-            for length in config.max_seq_lengths:
-                counters = self.examples[(length, split)]
-                histogram = self.histograms[(length, split)]
-                write = self.writers[(length, split)][0].write
-                record_bytes = 0
-                for dupe in range(config.dupe_factor):
-                    rng = document_rng(config.seed, length, dupe, self.task.index, index)
-                    # Records straight from token ranges: no per-example array (the build's hot loop).
-                    for second, a_start, a_end, b_start, b_end, label in pair_spans_from_document(
-                            document, pool, max_seq_length=length, short_seq_prob=config.short_seq_prob, rng=rng,
-                            counters=counters):
-                        record = encode(first_bytes[a_start * itemsize:a_end * itemsize],
-                                        second.token_bytes[b_start * itemsize:b_end * itemsize], label)
-                        record_bytes += len(record)
-                        histogram[a_end - a_start + b_end - b_start + 3] += 1
-                        write(record)
-                counters["record_bytes"] += record_bytes
-
-    def _stats(self) -> dict[str, Any]:
-        per_length = {}
-        for length in self.config.max_seq_lengths:
-            per_length[str(length)] = {
-                "overlong_sentences": self.overlong_sentences[length],
-                **{split: {**dict(self.examples[(length, split)]),
-                           "length_histogram": self.histograms[(length, split)]} for split in SPLITS},
-            }
-        return {
-            "shard_index": self.task.index,
-            "shard_name": self.task.shard.name,
-            "documents": {split: dict(self.documents[split]) for split in SPLITS},
-            "dropped": dict(self.dropped),
-            "per_length": per_length,
-        }
-
-
-def build_part(task: PartTask) -> dict[str, Any]:
-    """Builds one input shard's part files and returns (and persists) its statistics."""
-    config = task.config
-    encoder = _encoder(config.vocab, config.lowercase)
-    tokenizer, token_dtype = encoder.tokenizer, encoder.token_dtype
-    os.makedirs(os.path.dirname(_part_records_path(task.output_dir, task.index, 0, "train")), exist_ok=True)
-    builder = _PartBuilder(task, unk_id=tokenizer.token_to_id(vocab.UNK), cls_id=tokenizer.token_to_id(vocab.CLS),
-                           sep_id=tokenizer.token_to_id(vocab.SEP), token_dtype=token_dtype)
-    source_stats = SourceStats()
-    document_index = 0
-    for batch in _document_batches(task.shard.documents(source_stats)):
-        token_ids, sentence_lengths = encoder.encode([sentence for document in batch for sentence in document])
-        sentence_ends = np.cumsum(sentence_lengths).tolist()
-        sentence = token = 0
-        for document in batch:
-            end = sentence + len(document)
-            end_token = sentence_ends[end - 1] if end else 0
-            builder.add(document_index, document, token_ids[token:end_token], sentence_lengths[sentence:end])
-            sentence, token = end, end_token
-            document_index += 1
-        _report_progress(len(batch), len(token_ids))
-    stats = builder.finish()
-    stats["source"] = source_stats.to_dict()
-    stats["source_notes"] = {name: list(notes) for name, notes in sorted(source_stats.notes.items())}
-    fileio.write_json(_part_stats_path(task.output_dir, task.index), stats, indent=1, sort_keys=True)
-    return stats
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Main side: plan, run parts, merge, stats
-
-
-class _Progress:
-    """Prints documents/s, tokens/s, shards done and an ETA to stderr every few seconds."""
-
-    def __init__(self, total_shards: int, counters: tuple[Any, Any], interval: float = 5.0) -> None:
-        self.total_shards, self.counters, self.interval = total_shards, counters, interval
-        self.done_shards = 0
-        self.start = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "_Progress":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.print()
-
-    def shard_done(self) -> None:
-        self.done_shards += 1
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.print()
-
-    def print(self) -> None:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        documents, tokens = (counter.value for counter in self.counters)
-        if self.done_shards:
-            eta = f"{elapsed * (self.total_shards - self.done_shards) / self.done_shards:.0f}s"
-        else:
-            eta = "?"
-        print(f"build: shards {self.done_shards}/{self.total_shards} | {documents:,} documents "
-              f"({documents / elapsed:,.0f}/s) | {tokens:,} tokens ({tokens / elapsed:,.0f}/s) | "
-              f"elapsed {elapsed:.0f}s | ETA {eta}", file=sys.stderr, flush=True)
-
-
-def _run_parts(tasks: list[PartTask], workers: int) -> list[dict[str, Any]]:
-    if not tasks:
-        return []
-    context = multiprocessing.get_context("spawn")
-    progress_counters = (context.Value("q", 0), context.Value("q", 0))
-    results: list[dict[str, Any]] = []
-    with _Progress(len(tasks), progress_counters) as progress:
-        if workers <= 1:
-            saved_parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
-            _init_worker(progress_counters)
-            try:
-                for task in tasks:
-                    results.append(build_part(task))
-                    progress.shard_done()
-            finally:  # leave the calling process as it was (and free the chunk cache)
-                _init_worker(None)
-                _ENCODERS.clear()
-                if saved_parallelism is None:
-                    os.environ.pop("TOKENIZERS_PARALLELISM", None)
-                else:
-                    os.environ["TOKENIZERS_PARALLELISM"] = saved_parallelism
-        else:
-            pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker,
-                initargs=(progress_counters,))
-            try:
-                futures = [pool.submit(build_part, task) for task in tasks]
-                for future in concurrent.futures.as_completed(futures):
-                    results.append(future.result())
-                    progress.shard_done()
-            finally:
-                # On an error, do not start the queued shards (finished ones are kept for the resume).
-                pool.shutdown(wait=True, cancel_futures=True)
-    return results
-
-
-@dataclasses.dataclass(frozen=True)
-class _OutputShard:
-    length: int
-    split: str
-    shard: int
-    num_shards: int
-    start: int  # global example index range [start, end) over all parts in shard order
-    end: int
-    path: str
-
-
-def _plan_outputs(output_dir: str, config: BuildConfig, part_stats: list[dict[str, Any]]) -> list[_OutputShard]:
+def _plan_outputs(output_dir: str, config: BuildConfig, part_stats: list[dict[str, Any]]) -> list[OutputShard]:
+    """Every output shard of the build: per length and split, equal slices of the examples of all parts."""
     outputs = []
     for length in config.max_seq_lengths:
         for split in SPLITS:
@@ -431,12 +94,12 @@ def _plan_outputs(output_dir: str, config: BuildConfig, part_stats: list[dict[st
                                  math.ceil(total / MAX_RECORDS_PER_SHARD))
             for shard in range(num_shards):
                 start, end = total * shard // num_shards, total * (shard + 1) // num_shards
-                outputs.append(_OutputShard(length, split, shard, num_shards, start, end,
-                                            output_shard_path(output_dir, length, split, shard, num_shards)))
+                outputs.append(OutputShard(length, split, shard, num_shards, start, end,
+                                           output_shard_path(output_dir, length, split, shard, num_shards)))
     return outputs
 
 
-def _parts_feeding(output: _OutputShard, part_stats: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
+def _parts_feeding(output: OutputShard, part_stats: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
     """(part index, first, end) record ranges of the parts that make up `output`."""
     ranges, offset = [], 0
     for index, part in enumerate(part_stats):
@@ -448,12 +111,13 @@ def _parts_feeding(output: _OutputShard, part_stats: list[dict[str, Any]]) -> li
     return ranges
 
 
-def _write_output_shard(output_dir: str, output: _OutputShard, part_stats: list[dict[str, Any]]) -> None:
+def _write_output_shard(output_dir: str, output: OutputShard, part_stats: list[dict[str, Any]]) -> None:
+    """Copies the examples of `output` from the part records, and commits the file once it is complete."""
     os.makedirs(os.path.dirname(output.path), exist_ok=True)
     temporary_path = fileio.temporary_path(output.path)
     writer = ArrayRecordWriter(temporary_path, OUTPUT_WRITER_OPTIONS)
     for index, first, end in _parts_feeding(output, part_stats):
-        reader = ArrayRecordReader(_part_records_path(output_dir, index, output.length, output.split))
+        reader = ArrayRecordReader(part_records_path(output_dir, index, output.length, output.split))
         for chunk_start in range(first, end, 8192):
             for record in reader.read(chunk_start, min(chunk_start + 8192, end)):
                 writer.write(record)
@@ -462,76 +126,8 @@ def _write_output_shard(output_dir: str, output: _OutputShard, part_stats: list[
     fileio.commit(temporary_path, output.path)
 
 
-def _sum_counters(dicts: Iterable[dict[str, int]], maximum_keys: tuple[str, ...] = ()) -> dict[str, int]:
-    total: collections.Counter[str] = collections.Counter()
-    for d in dicts:
-        for key, value in d.items():
-            total[key] = max(total[key], value) if key in maximum_keys else total[key] + value
-    return dict(sorted(total.items()))
-
-
-def summarize(config: BuildConfig, part_stats: list[dict[str, Any]],
-              outputs: list[_OutputShard]) -> dict[str, Any]:
-    """The dataset's stats.json: sums over parts plus rates, fractions and warnings."""
-    maxima = ("longest_document_tokens", "longest_sentence_tokens")
-    documents = {split: _sum_counters((p["documents"][split] for p in part_stats), maxima) for split in SPLITS}
-    all_documents = _sum_counters(documents.values(), maxima)
-    dropped = _sum_counters(p["dropped"] for p in part_stats)
-    source = _sum_counters(p["source"] for p in part_stats)
-    source_notes: dict[str, list[str]] = {}
-    for part in part_stats:  # where the first few problems of each kind are (file:line: why)
-        for name, notes in part.get("source_notes", {}).items():
-            source_notes.setdefault(name, []).extend(notes[:MAX_NOTES - len(source_notes.get(name, []))])
-    warnings = []
-    per_length: dict[str, Any] = {}
-    total_examples = 0
-    for length in config.max_seq_lengths:
-        key = str(length)
-        entry: dict[str, Any] = {"overlong_sentences": sum(p["per_length"][key]["overlong_sentences"]
-                                                           for p in part_stats)}
-        for split in SPLITS:
-            counters = {name: 0 for name in PAIR_COUNTERS + ("record_bytes",)}
-            counters.update(_sum_counters({k: v for k, v in p["per_length"][key][split].items()
-                                           if k != "length_histogram"} for p in part_stats))
-            histogram = np.sum([p["per_length"][key][split]["length_histogram"] for p in part_stats], axis=0)
-            examples = counters.get("examples", 0)
-            counters["random_next_fraction"] = counters.get("random_next", 0) / examples if examples else 0.0
-            # The short target is drawn once per document and dupe copy.
-            calls = documents[split].get("documents", 0) * config.dupe_factor
-            counters["short_target_fraction"] = counters.get("short_target", 0) / calls if calls else 0.0
-            counters["mean_length"] = float(histogram @ np.arange(length + 1)) / examples if examples else 0.0
-            counters["length_histogram"] = histogram.tolist()
-            counters["shards"] = sum(1 for o in outputs if o.length == length and o.split == split)
-            entry[split] = counters
-            entry[f"{split}_examples"] = examples
-            total_examples += examples
-            impossible = counters.get("random_next_impossible", 0)
-            if impossible:
-                warnings.append(
-                    f"seq_{length} {split}: {impossible:,} random-next draws had no other document in reach "
-                    f"(one-document shard or split): they became actual-next pairs or were dropped "
-                    f"({counters.get('segments_dropped_no_random_document', 0):,} segments); random_next_fraction "
-                    f"is {counters['random_next_fraction']:.3f}. Fix: put small documents/files together into "
-                    f"larger input files, or raise --eval_fraction for a small eval split.")
-        per_length[key] = entry
-    single_document_shards = sum(1 for p in part_stats for split in SPLITS
-                                 if p["documents"][split].get("documents", 0) == 1)
-    tokens = all_documents.get("tokens", 0)
-    overall = {
-        "input_shards": len(part_stats),
-        "documents": all_documents.get("documents", 0),
-        "sentences": all_documents.get("sentences", 0),
-        "tokens": tokens,
-        "unk_tokens": all_documents.get("unk_tokens", 0),
-        "unknown_token_rate": all_documents.get("unk_tokens", 0) / tokens if tokens else 0.0,
-        "one_sentence_documents": all_documents.get("one_sentence_documents", 0),
-        "single_document_shard_splits": single_document_shards,
-        "examples": total_examples,
-    }
-    if not overall["documents"]:
-        warnings.append("no document with at least one token was found: the dataset is empty")
-    return {"overall": overall, "documents": documents, "dropped": dropped, "source": source,
-            "source_notes": source_notes, "per_length": per_length, "warnings": warnings}
+# ---------------------------------------------------------------------------------------------------------------
+# The build
 
 
 def _check_config(output_dir: str, config: BuildConfig, shards: Sequence[sources.InputShard]) -> None:
@@ -543,7 +139,7 @@ def _check_config(output_dir: str, config: BuildConfig, shards: Sequence[sources
         fileio.write_json(path, current, indent=1, sort_keys=True)
         return
     with open(path, encoding="utf-8") as f:
-        previous = json.load(f)
+        previous = BuildConfig.complete_stored(json.load(f))
     differences = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
     if differences:
         def show(value: Any) -> str:
@@ -559,16 +155,11 @@ def _check_config(output_dir: str, config: BuildConfig, shards: Sequence[sources
 
 def build(config: BuildConfig, output_dir: str, workers: int = 1) -> BuildReport:
     """Builds (or resumes building) the dataset in `output_dir`; see the module docstring."""
-    for length in config.max_seq_lengths:
-        if length < 5:
-            raise InputError(f"--max_seq_length {length} is too short: [CLS] A [SEP] B [SEP] needs at least 5")
+    kind = examples.example_kind(config.example_kind)
+    kind.check(config)
     if not 0 <= config.eval_fraction < 1:
         raise InputError(f"--eval_fraction must be in [0, 1), got {config.eval_fraction}")
-    if config.dupe_factor < 1:
-        raise InputError(f"--dupe_factor must be at least 1, got {config.dupe_factor}")
-    if not 0 <= config.short_seq_prob <= 1:
-        raise InputError(f"--short_seq_prob must be in [0, 1], got {config.short_seq_prob}")
-    vocab_tokens = vocab.read_vocab(config.vocab)  # a clear error for a bad vocab, before any work
+    vocab_tokens = wordpiece.read_vocab(config.vocab)  # a clear error for a bad vocab, before any work
     shards = sources.list_input_shards(
         list(config.inputs), text_field=config.text_field, input_format=config.input_format,
         tfds_data_dir=config.tfds_data_dir, tfds_records_per_shard=config.tfds_records_per_shard)
@@ -578,21 +169,21 @@ def build(config: BuildConfig, output_dir: str, workers: int = 1) -> BuildReport
 
     def load_part(index: int) -> dict[str, Any] | None:
         try:
-            with open(_part_stats_path(output_dir, index), encoding="utf-8") as f:
+            with open(part_stats_path(output_dir, index), encoding="utf-8") as f:
                 stats = json.load(f)
         except (FileNotFoundError, json.JSONDecodeError):
             return None
         return stats if stats.get("shard_name") == shards[index].name else None
 
-    def tasks_for(indices: Iterable[int]) -> list[PartTask]:
-        return [PartTask(index, shards[index], config, output_dir) for index in sorted(indices)]
+    def tasks_for(indices: Iterable[int]) -> list[build_parts.PartTask]:
+        return [build_parts.PartTask(index, shards[index], config, output_dir) for index in sorted(indices)]
 
     part_stats = [load_part(index) for index in range(len(shards))]
     todo = [index for index, stats in enumerate(part_stats) if stats is None]
     parts_built = list(todo)
     if todo:
         print(f"build: {len(todo)} of {len(shards)} input shards to do, {workers} workers", file=sys.stderr)
-    for result in _run_parts(tasks_for(todo), workers):
+    for result in build_parts.run_parts(tasks_for(todo), workers):
         part_stats[result["shard_index"]] = result
 
     outputs = _plan_outputs(output_dir, config, part_stats)
@@ -601,12 +192,12 @@ def build(config: BuildConfig, output_dir: str, workers: int = 1) -> BuildReport
     # output shard; only those feeding a missing shard are.
     needed = {index for output in missing for index, _, _ in _parts_feeding(output, part_stats)}
     lost = sorted(index for index in needed
-                  if not all(os.path.exists(_part_records_path(output_dir, index, length, split))
+                  if not all(os.path.exists(part_records_path(output_dir, index, length, split))
                              for length in config.max_seq_lengths for split in SPLITS))
     if lost:
         print(f"build: rebuilding {len(lost)} input shards whose part files are gone, to refill "
               f"{len(missing)} missing output shards", file=sys.stderr)
-        for result in _run_parts(tasks_for(lost), workers):
+        for result in build_parts.run_parts(tasks_for(lost), workers):
             part_stats[result["shard_index"]] = result
         parts_built = sorted(set(parts_built) | set(lost))
     for number, output in enumerate(missing, start=1):
@@ -614,12 +205,12 @@ def build(config: BuildConfig, output_dir: str, workers: int = 1) -> BuildReport
         print(f"build: wrote {os.path.relpath(output.path, output_dir)} ({output.end - output.start:,} examples, "
               f"{number}/{len(missing)})", file=sys.stderr)
 
-    stats = summarize(config, part_stats, outputs)
-    vocab.write_vocab_dir(vocab_tokens, output_dir, lowercase=config.lowercase)
+    stats = summarize(config, kind, part_stats, outputs)
+    wordpiece.write_vocab_dir(vocab_tokens, output_dir, lowercase=config.lowercase)
     fileio.write_json(os.path.join(output_dir, STATS), stats, indent=1, sort_keys=True)
     # The examples now live in the output shards; the part stats stay (they are small and make resumes exact).
     for index in range(len(shards)):
-        part_directory = os.path.dirname(_part_records_path(output_dir, index, 0, "train"))
+        part_directory = os.path.dirname(part_records_path(output_dir, index, 0, "train"))
         for path in glob.glob(os.path.join(part_directory, "*.array_record")):
             os.remove(path)
         if os.path.isdir(part_directory):
@@ -645,7 +236,7 @@ def _parse_lengths(text: str) -> tuple[int, ...]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bert_jax.data.build",
+        prog=PROG,
         description="Build BERT pre-training examples (sentence pairs with NSP labels, unmasked) as ArrayRecord "
                     "shards, in parallel and resumably: re-run the same command to finish an interrupted build.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -681,24 +272,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "segments are drawn; bounds memory")
     parser.add_argument("--random_next_window_tokens", type=int, default=8_000_000,
                         help="at most this many tokens in that window (bounds memory with huge documents)")
+    parser.add_argument("--example_kind", choices=sorted(examples.EXAMPLE_KINDS), default=DEFAULT_EXAMPLE_KIND,
+                        help="the examples to build (bert_jax.data.examples); nsp_pairs: BERT's sentence pairs "
+                             "with next-sentence labels")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        lowercase = vocab.is_lowercase_vocab(args.vocab) if args.lowercase is None else args.lowercase
+        lowercase = wordpiece.is_lowercase_vocab(args.vocab) if args.lowercase is None else args.lowercase
         config = BuildConfig(
             inputs=tuple(args.input), vocab=args.vocab, lowercase=lowercase, max_seq_lengths=args.max_seq_length,
             dupe_factor=args.dupe_factor, short_seq_prob=args.short_seq_prob, seed=args.seed,
             eval_fraction=args.eval_fraction, text_field=args.text_field, input_format=args.input_format,
             tfds_data_dir=args.tfds_data_dir, tfds_records_per_shard=args.tfds_records_per_shard,
             num_output_shards=args.num_output_shards, random_next_window_documents=args.random_next_window,
-            random_next_window_tokens=args.random_next_window_tokens)
+            random_next_window_tokens=args.random_next_window_tokens, example_kind=args.example_kind)
         report = build(config, args.output, workers=max(1, args.workers))
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except errors.UserError as error:
+        return errors.report(PROG, error)
     overall = report.stats["overall"]
     print(f"build: done: {overall['documents']:,} documents, {overall['tokens']:,} tokens, "
           f"{overall['examples']:,} examples in {args.output}", file=sys.stderr)

@@ -21,9 +21,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from bert_jax import errors
 from bert_jax.data import records
 from bert_jax.data.masking import MaskingConfig, VocabInfo
-from bert_jax.data.sources import InputError
+from bert_jax.errors import InputError
+
+PROG = "python -m bert_jax.data.inspect"
 
 _BATCH_SIZE = 256
 
@@ -167,7 +170,7 @@ def _describe_example(tokens: Sequence[str], shown, original, positions, label: 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bert_jax.data.inspect",
+        prog=PROG,
         description="Print a built dataset's stats.json and, optionally, statistics measured after online masking.",
     )
     parser.add_argument("data_dir", help="output directory of `python -m bert_jax.data.build`")
@@ -197,7 +200,7 @@ def inspect(args: argparse.Namespace) -> dict:
     if args.num <= 0 or args.decode < 0:
         raise InputError(f"--num must be positive and --decode non-negative, got {args.num} and {args.decode}")
     vocab_file = os.path.join(args.data_dir, "vocab.txt")
-    from bert_jax.data.vocab import read_vocab
+    from bert_jax.data.tokenizers.wordpiece import read_vocab
 
     tokens = read_vocab(vocab_file)
     vocab = VocabInfo.from_tokens(tokens)
@@ -278,9 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         report = inspect(args)
-    except (InputError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    # ValueError too: the masking settings (--max_predictions, --masked_lm_prob) are checked by MaskingConfig,
+    # which raises ValueError, and a bad flag deserves one line, not a traceback.
+    except (errors.UserError, ValueError) as error:
+        return errors.report(PROG, error)
     print(json.dumps(report) if args.json else format_text(report))
     return 0
 

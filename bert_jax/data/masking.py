@@ -54,6 +54,16 @@ class MaskingConfig:
                 f"{self.mask_token_prob} + {self.random_token_prob}"
             )
 
+    @classmethod
+    def from_data_config(cls, data_config, max_predictions: int) -> "MaskingConfig":
+        """The masking a run's `config.data` asks for, at a phase's number of predictions."""
+        return cls(
+            max_predictions=max_predictions,
+            masked_lm_prob=data_config.masked_lm_prob,
+            whole_word=data_config.whole_word_masking,
+            static=data_config.static_masking,
+        )
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class VocabInfo:
@@ -95,7 +105,7 @@ class VocabInfo:
 
     @classmethod
     def from_vocab_file(cls, path: str) -> "VocabInfo":
-        from bert_jax.data.vocab import read_vocab  # validates the file and names the problem
+        from bert_jax.data.tokenizers.wordpiece import read_vocab  # validates the file and names the problem
 
         return cls.from_tokens(read_vocab(path))
 
@@ -206,7 +216,7 @@ def mask_batch(
     epochs: int | Sequence[int] | np.ndarray,
     indices: Sequence[int] | np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Masks and pads a list of examples into one batch of the batch contract (see DESIGN.md).
+    """Masks and pads a list of examples into one batch of the pre-training batch contract (`objectives/mlm.py`, `pretraining.py`).
 
     `indices` are the examples' global record indices and `epochs` the epoch each was drawn in (a scalar or one
     per example); with `config.static` the epoch is ignored. Row i equals `mask_example(examples[i], ...)`.

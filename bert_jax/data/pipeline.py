@@ -40,7 +40,7 @@ import numpy as np
 
 from bert_jax.data import records
 from bert_jax.data.masking import MaskingConfig, VocabInfo, mask_batch
-from bert_jax.data.sources import InputError
+from bert_jax.errors import InputError
 
 _SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.array_record$")
 # One prefetch thread overlaps masking with the caller's work; more threads only contend for the GIL.

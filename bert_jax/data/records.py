@@ -20,6 +20,8 @@ import struct
 
 import numpy as np
 
+from bert_jax.errors import InputError
+
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<BBBBI")
 _DTYPES = {2: np.dtype("<u2"), 4: np.dtype("<u4")}
@@ -79,10 +81,10 @@ class PairRecordEncoder:
 
 def decode(record: bytes) -> PairExample:
     if len(record) < _HEADER.size:
-        raise ValueError(f"pair record too short ({len(record)} bytes): not a bert_jax example record")
+        raise InputError(f"pair record too short ({len(record)} bytes): not a bert_jax example record")
     version, label, code, _, len_a = _HEADER.unpack_from(record)
     if version != FORMAT_VERSION or code not in _DTYPES:
-        raise ValueError(
+        raise InputError(
             f"pair record has format version {version} and dtype code {code}; this bert_jax reads version "
             f"{FORMAT_VERSION}: rebuild the dataset with `python -m bert_jax.data.build`"
         )

@@ -1,6 +1,6 @@
 """Cloud TPU accelerator types (`v4-32`, `v5litepod-16`, ...) -> chips, hosts and JAX devices; input checks.
 
-How accelerator types count and split into VMs is in the shared table, `bert_jax/tpu_generations.py`.
+How accelerator types count and split into VMs is in the shared table, `bert_jax/launch/tpu_generations.py`.
 
 The checks here catch typos before anything is created; the TPU API remains the judge of what a zone offers.
 """
@@ -11,9 +11,9 @@ import dataclasses
 import re
 import sys
 
-from bert_jax import tpu_generations
-from bert_jax.launch.errors import InputError
-from bert_jax.tpu_generations import TpuGeneration
+from bert_jax.launch import tpu_generations
+from bert_jax.errors import InputError
+from bert_jax.launch.tpu_generations import TpuGeneration
 
 
 # By accelerator-type prefix (v4, v5litepod): the spelling gcloud takes.

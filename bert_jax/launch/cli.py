@@ -22,8 +22,9 @@ import os
 import sys
 from typing import Sequence
 
+from bert_jax.errors import InputError
 from bert_jax.launch import accelerators, commands, gcloud, remote, secrets
-from bert_jax.launch.errors import InputError, LaunchError
+from bert_jax.launch.errors import LaunchError
 from bert_jax.launch.jobs import Job, training_spec
 from bert_jax.launch.runner import Runner, check_gcloud_ready
 from bert_jax.launch.wheel import project_root
@@ -206,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "down":
             return commands.down(job, runner)
         return commands.watch(job, runner, args.max_restarts, args.finish_grace)
+    except InputError as error:
+        print(f"launch: error: {redactor(str(error))}", file=sys.stderr)
+        return 2
     except LaunchError as error:
         print(f"launch: error: {redactor(str(error))}", file=sys.stderr)
         return error.exit_code

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from bert_jax.launch import gcloud, remote, resources, secrets, wheel
-from bert_jax.launch.errors import InputError, LaunchError
+from bert_jax.errors import InputError
+from bert_jax.launch.errors import LaunchError
 from bert_jax.launch.jobs import Job
 from bert_jax.launch.resources import ABSENT, DEAD, READY, ResourceStatus
 from bert_jax.launch.runner import Runner
@@ -325,7 +326,7 @@ def _watch_loop(job: Job, runner: Runner, attempts: _Attempts, finish_grace: flo
             else:  # unreachable or unknown: describe decides on the next poll
                 runner.say(f"launch: watch: worker 0 is {worker.describe()}; retrying")
         except LaunchError as error:
-            if isinstance(error, (InputError, GiveUp)):
+            if isinstance(error, GiveUp):
                 raise
             runner.say(f"launch: watch: {error}")
         time.sleep(job.poll_seconds)

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 from bert_jax.launch import gcloud, remote, secrets
 from bert_jax.launch.accelerators import AcceleratorSpec
-from bert_jax.launch.errors import InputError
+from bert_jax.errors import InputError
 
 REMOTE_DATA_DIR = "data"  # relative to the job directory, where the trainer runs
 _GCS_URL = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,61}[a-z0-9](/.*)?$")  # bucket: 3-63 characters
@@ -70,8 +70,9 @@ def training_spec(
     allow_local_workdir: bool = False,
 ) -> TrainingSpec:
     """Validates everything `run` needs; raises InputError naming the flag or config field and the fix."""
-    from bert_jax.configuration import ConfigError, load_config, split_spec  # jax import: only for run/watch
-    from bert_jax.sharding import MeshError, mesh_shape
+    from bert_jax.configuration import load_config, split_spec
+    from bert_jax.errors import ConfigError, MeshError
+    from bert_jax.training.rules import mesh_shape
 
     if not workdir:
         raise InputError("--workdir is required: the gs://BUCKET/PATH where checkpoints and metrics go")

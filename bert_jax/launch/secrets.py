@@ -22,7 +22,7 @@ import shlex
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from bert_jax.launch.errors import InputError
+from bert_jax.errors import InputError
 
 MASK = "[REDACTED]"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -13,7 +13,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from bert_jax.launch.errors import InputError, LaunchError
+from bert_jax.errors import InputError
+from bert_jax.launch.errors import LaunchError
 from bert_jax.launch.runner import Runner
 
 _SOURCES = ("pyproject.toml", "README.md", "LICENSE", "bert_jax")

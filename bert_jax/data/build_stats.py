@@ -1,0 +1,53 @@
+"""A finished build's stats.json: the parts' counters summed (documents, drops, reader problems, examples and
+output shards per length and split), with the example kind's own entries and warnings."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from bert_jax.data.build_layout import SPLITS, BuildConfig, OutputShard
+from bert_jax.data.examples.base import ExampleKind, sum_counters
+
+# Located notes per problem kind kept in stats.json.
+MAX_NOTES = 5
+
+
+def summarize(config: BuildConfig, kind: ExampleKind, part_stats: Sequence[dict[str, Any]],
+              outputs: Sequence[OutputShard]) -> dict[str, Any]:
+    """The dataset's stats.json: sums over parts plus rates, fractions and warnings."""
+    maxima = ("longest_document_tokens", "longest_sentence_tokens")
+    documents = {split: sum_counters((p["documents"][split] for p in part_stats), maxima) for split in SPLITS}
+    all_documents = sum_counters(documents.values(), maxima)
+    dropped = sum_counters(p["dropped"] for p in part_stats)
+    source = sum_counters(p["source"] for p in part_stats)
+    source_notes: dict[str, list[str]] = {}
+    for part in part_stats:  # where the first few problems of each kind are (file:line: why)
+        for name, notes in part.get("source_notes", {}).items():
+            source_notes.setdefault(name, []).extend(notes[:MAX_NOTES - len(source_notes.get(name, []))])
+    per_length, warnings = kind.summarize(config, part_stats, documents)
+    total_examples = 0
+    for length in config.max_seq_lengths:
+        entry = per_length[str(length)]
+        for split in SPLITS:
+            examples = entry[split].get("examples", 0)
+            entry[split]["shards"] = sum(1 for o in outputs if o.length == length and o.split == split)
+            entry[f"{split}_examples"] = examples
+            total_examples += examples
+    single_document_shards = sum(1 for p in part_stats for split in SPLITS
+                                 if p["documents"][split].get("documents", 0) == 1)
+    tokens = all_documents.get("tokens", 0)
+    overall = {
+        "input_shards": len(part_stats),
+        "documents": all_documents.get("documents", 0),
+        "sentences": all_documents.get("sentences", 0),
+        "tokens": tokens,
+        "unk_tokens": all_documents.get("unk_tokens", 0),
+        "unknown_token_rate": all_documents.get("unk_tokens", 0) / tokens if tokens else 0.0,
+        "one_sentence_documents": all_documents.get("one_sentence_documents", 0),
+        "single_document_shard_splits": single_document_shards,
+        "examples": total_examples,
+    }
+    if not overall["documents"]:
+        warnings.append("no document with at least one token was found: the dataset is empty")
+    return {"overall": overall, "documents": documents, "dropped": dropped, "source": source,
+            "source_notes": source_notes, "per_length": per_length, "warnings": warnings}

@@ -1,0 +1,132 @@
+"""Flax NNX BERT, the same functions as Hugging Face's `BertModel`, `BertForPreTraining` and `BertForMaskedLM`.
+
+The encoder blocks are in `layers.py`, the pre-training heads in `heads.py`; this file assembles them the way the
+reference BERT does. Shape suffixes: B batch, S sequence, P masked positions, D hidden.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bert_jax.models import heads, layers
+from bert_jax.models.bert_config import BertConfig
+
+
+class BertEmbeddings(nnx.Module):
+    """Word + position + token-type embeddings, LayerNorm, dropout."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        self.word_embeddings = layers.embed(config, config.vocab_size, ("vocab", "embed"), rngs=rngs)
+        self.position_embeddings = layers.embed(config, config.max_position_embeddings, ("position", "embed"),
+                                                rngs=rngs)
+        self.token_type_embeddings = layers.embed(config, config.type_vocab_size, ("token_type", "embed"), rngs=rngs)
+        self.layer_norm = layers.layer_norm(config, "embed", rngs=rngs)
+        self.dropout = layers.dropout(config, config.hidden_dropout_prob)
+
+    def __call__(self, input_ids_BxS, segment_ids_BxS, *, deterministic, rngs):
+        seq_len = input_ids_BxS.shape[1]
+        x_BxSxD = (
+            self.word_embeddings(input_ids_BxS)
+            + self.position_embeddings(jnp.arange(seq_len)[None, :])
+            + self.token_type_embeddings(segment_ids_BxS)
+        )
+        x_BxSxD = self.layer_norm(x_BxSxD)
+        return self.dropout(x_BxSxD, deterministic=deterministic, rngs=rngs)
+
+
+class BertModel(nnx.Module):
+    """Embeddings, encoder stack and (unless `add_pooling_layer=False`) the tanh pooler over the [CLS] token."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs, add_pooling_layer: bool = True):
+        self.config = config
+        self.embeddings = BertEmbeddings(config, rngs=rngs)
+        self.layers = nnx.List([layers.EncoderLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
+        if add_pooling_layer:
+            self.pooler = layers.linear(config, config.hidden_size, config.hidden_size, ("embed", "hidden"), rngs=rngs)
+
+    def __call__(
+        self,
+        input_ids_BxS,
+        input_mask_BxS,
+        segment_ids_BxS,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+        output_hidden_states: bool = False,
+    ):
+        mask_Bx1x1xS = input_mask_BxS.astype(jnp.bool_)[:, None, None, :]
+        x_BxSxD = self.embeddings(input_ids_BxS, segment_ids_BxS, deterministic=deterministic, rngs=rngs)
+        x_BxSxD, hidden_states = layers.run_layers(
+            self.layers, x_BxSxD, mask_Bx1x1xS, scan=self.config.scan_layers, deterministic=deterministic,
+            rngs=rngs, output_hidden_states=output_hidden_states,
+        )
+        outputs = {"sequence_output": x_BxSxD}
+        if hasattr(self, "pooler"):
+            outputs["pooled_output"] = jnp.tanh(self.pooler(x_BxSxD[:, 0]))
+        if output_hidden_states:
+            outputs["hidden_states"] = hidden_states
+        return outputs
+
+
+class BertForMaskedLM(nnx.Module, heads.MaskedLMHead):
+    """BERT with the masked-LM head and no pooler, as Hugging Face's `BertForMaskedLM`."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.bert = BertModel(config, rngs=rngs, add_pooling_layer=False)
+        self._add_mlm_head(config, rngs=rngs)
+
+    def __call__(
+        self,
+        input_ids_BxS,
+        input_mask_BxS,
+        segment_ids_BxS,
+        masked_lm_positions_BxP=None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+        output_hidden_states: bool = False,
+    ):
+        """Returns `mlm_logits` [B, P, V] (or [B, S, V] when `masked_lm_positions_BxP` is None) with the encoder's
+        outputs."""
+        outputs = self.bert(input_ids_BxS, input_mask_BxS, segment_ids_BxS, deterministic=deterministic, rngs=rngs,
+                            output_hidden_states=output_hidden_states)
+        x_BxSxD = outputs["sequence_output"]
+        if masked_lm_positions_BxP is not None:
+            x_BxSxD = heads.gather_positions(x_BxSxD, masked_lm_positions_BxP)
+        outputs["mlm_logits"] = self.mlm_logits(x_BxSxD, self.bert.embeddings.word_embeddings.embedding[...])
+        return outputs
+
+
+class BertForPreTraining(BertForMaskedLM):
+    """BERT with the masked-LM head and the next-sentence head over the pooled [CLS] state."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.bert = BertModel(config, rngs=rngs)
+        self._add_mlm_head(config, rngs=rngs)
+        self.nsp = heads.next_sentence_head(config, rngs=rngs)
+
+    def __call__(self, *args, **kwargs):
+        """Returns `mlm_logits` as `BertForMaskedLM` does and `nsp_logits` [B, 2]."""
+        outputs = super().__call__(*args, **kwargs)
+        outputs["nsp_logits"] = self.nsp(outputs["pooled_output"])
+        return outputs
+
+
+# The model for each set of heads an objective reads (objectives name theirs in `Objective.heads`).
+MODELS_BY_HEADS = {
+    ("mlm", "nsp"): BertForPreTraining,
+    ("mlm",): BertForMaskedLM,
+}
+
+
+def count_parameters(config: BertConfig, model_class=BertForPreTraining) -> int:
+    """Parameter count without allocating: shapes only, through `jax.eval_shape`."""
+    abstract = nnx.eval_shape(lambda: model_class(config, rngs=nnx.Rngs(0)))
+    leaves = jax.tree.leaves(nnx.state(abstract, nnx.Param))
+    return sum(math.prod(leaf.shape) for leaf in leaves)

@@ -1,0 +1,113 @@
+"""BERT's hyper-parameters under Hugging Face `BertConfig` names, plus compute choices. Pure Python: loading and
+validating a run's config imports this, never JAX."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+# HF `ACT2FN` names we support (models/layers.py holds their definitions; a test keeps the two lists equal).
+ACTIVATION_NAMES = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+# Implementations of dropout and of the tied MLM decoder (models/speed_levers.py): "auto" picks per platform.
+DROPOUT_IMPLS = ("auto", "stock", "threefry16")
+DECODER_IMPLS = ("auto", "stock", "matmul_bias_grad")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Model hyper-parameters under Hugging Face `BertConfig` names, plus compute and storage dtypes."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    model_type: str = "bert"  # the architecture (HF's name for it); selects this class in bert_jax.models
+    dtype: str = "float32"  # compute dtype of matmuls and activations
+    param_dtype: str = "float32"  # storage dtype of parameters (keep f32 for training)
+    scan_layers: bool = False  # run the encoder as a lax.scan over stacked layer weights (compile time; not in HF)
+    dropout_impl: str = "auto"  # one of DROPOUT_IMPLS; "auto" is resolved per platform before the model is built
+    decoder_impl: str = "auto"  # one of DECODER_IMPLS; likewise
+
+    def __post_init__(self):
+        self.check_fields(dataclasses.asdict(self))
+
+    @classmethod
+    def check_fields(cls, values: Mapping[str, Any], prefix: str = "") -> None:
+        """Raises ValueError naming the first bad field (as `{prefix}field`: "model." in a run's config)."""
+        if values.get("model_type", "bert") != "bert":
+            raise ValueError(f"{prefix}model_type {values['model_type']!r} is not BERT's ('bert')")
+        hidden, heads = values.get("hidden_size", cls.hidden_size), values.get("num_attention_heads",
+                                                                                  cls.num_attention_heads)
+        if heads <= 0 or hidden % heads:
+            raise ValueError(f"{prefix}hidden_size ({hidden}) must be divisible by {prefix}num_attention_heads "
+                             f"({heads})")
+        choices = dict(hidden_act=ACTIVATION_NAMES, dtype=DTYPE_NAMES, param_dtype=DTYPE_NAMES,
+                       dropout_impl=DROPOUT_IMPLS, decoder_impl=DECODER_IMPLS)
+        for field, allowed in choices.items():
+            if field in values and values[field] not in allowed:
+                raise ValueError(f"{prefix}{field} {values[field]!r} is not supported; use one of {list(allowed)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    # The fields of Hugging Face's `BertConfig`: what defines the parameters and the function (config.json).
+    HF_FIELDS = (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "max_position_embeddings",
+        "type_vocab_size",
+        "initializer_range",
+        "layer_norm_eps",
+    )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], prefix: str = "") -> "BertConfig":
+        """Builds a config from a dict or ConfigDict; unknown keys are an error (they would be silently ignored).
+        Errors name fields as `{prefix}field`."""
+        values = dict(values)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config field(s) {unknown}; known fields: {sorted(known)}")
+        cls.check_fields(values, prefix)
+        return cls(**values)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The fields of Hugging Face's `BertConfig` (used for `config.json`)."""
+        return {name: getattr(self, name) for name in self.HF_FIELDS}
+
+    def architecture(self) -> dict[str, Any]:
+        """What a checkpoint's parameters depend on: a resumed run must match it."""
+        return {"model_type": self.model_type, **self.to_hf_dict()}
+
+    def encoder_matmul_params(self) -> int:
+        """Weights of the encoder's dense layers (Q, K, V, attention output, intermediate, output)."""
+        d, f = self.hidden_size, self.intermediate_size
+        return self.num_hidden_layers * (4 * d * d + 2 * d * f)
+
+    def encoder_flops_per_token(self, seq_len: int) -> float:
+        """Training (forward + backward) FLOPs per token of the encoder at sequence length `seq_len`:
+        6 N_encoder for its dense layers + 12 L D S for the attention scores and weighted sum (S keys per query)."""
+        return float(6 * self.encoder_matmul_params() + 12 * self.num_hidden_layers * self.hidden_size * seq_len)
+
+
+# The registry entry (bert_jax/models/__init__.py finds `*_config` modules by name).
+MODEL_TYPE = "bert"
+CONFIG_CLASS = BertConfig
+MODELS_MODULE = "bert_jax.models.bert"

@@ -1,0 +1,67 @@
+"""What an objective is: the contract between a training objective and the core (state, step, loop, metrics,
+benchmark, compile-ahead, FLOPs), which names no objective.
+
+An objective owns its batch contract (field names, shapes, dtypes), the heads it reads from the model, its loss as
+sums and counts, its metric summaries and its FLOPs per token.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Mapping
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchShape:
+    """The static shape of a global batch, from the config and the phase."""
+
+    batch_size: int  # sequences per step over all hosts
+    seq_len: int  # tokens per sequence
+    max_predictions: int = 0  # masked positions per sequence (objectives with an MLM loss)
+
+
+class Objective(abc.ABC):
+    """A training objective. Subclasses set `name`, `heads` and `train_metrics` and implement the methods."""
+
+    name: str  # the value of `config.objective` that selects it
+    heads: tuple[str, ...]  # the model heads it reads (selects the model class, e.g. ("mlm", "nsp"))
+    train_metrics: tuple[str, ...]  # summary keys shown on the console's train line besides `loss`
+
+    @abc.abstractmethod
+    def batch_contract(self, shape: BatchShape) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """Field -> (shape, NumPy dtype) of the global batch the step is compiled for. Every field is split over the
+        data axes on its first dimension. Eval batches add `example_weights` [B] (1 = real, 0 = padding)."""
+
+    @abc.abstractmethod
+    def forward(self, model, batch: Mapping[str, Any], *, deterministic: bool, rngs) -> dict[str, Any]:
+        """Runs the model on the batch's inputs; returns its outputs."""
+
+    @abc.abstractmethod
+    def sums(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Loss and metric sums and counts of a (micro-)batch: they add across devices and micro-batches."""
+
+    @abc.abstractmethod
+    def denominators(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The whole batch's counts that `loss` divides by, from the batch alone (before any forward pass), so
+        that the micro-batch losses of gradient accumulation add up to the full-batch loss."""
+
+    @abc.abstractmethod
+    def loss(self, sums: Mapping[str, Any], denominators: Mapping[str, Any]):
+        """The scalar the step minimises: linear in `sums`."""
+
+    @abc.abstractmethod
+    def summarize(self, sums: Mapping[str, float]) -> dict[str, float]:
+        """Means from accumulated sums: `loss` and the objective's metrics (e.g. `mlm_accuracy`)."""
+
+    @abc.abstractmethod
+    def flops_per_token(self, model_config, shape: BatchShape) -> float:
+        """Training (forward + backward) model FLOPs per input token, multiply-add = 2 (for MFU)."""
+
+    def host_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The contract's fields of a loader batch (which may carry more, e.g. NSP labels an MLM objective does
+        not read), plus `example_weights` when present."""
+        wanted = set(self.batch_contract(BatchShape(1, 8, 1))) | {"example_weights"}
+        return {name: value for name, value in batch.items() if name in wanted}

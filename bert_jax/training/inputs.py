@@ -1,0 +1,88 @@
+"""The run's data: the built dataset made when missing (the demo builds the bundled sample corpus on first use),
+each phase's training iterator, and the held-out evaluation."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from bert_jax.data import build, pipeline
+from bert_jax.data.masking import MaskingConfig, VocabInfo
+from bert_jax.errors import InputError
+from bert_jax.training.phases import Phase
+from bert_jax.training.step import EVAL_EXAMPLES
+
+log = logging.getLogger("bert_jax")
+
+
+def sync(name: str) -> None:
+    """Every process waits here for the others (a no-op in a single-process run)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def ensure_data(config, plan: list[Phase]) -> None:
+    """Builds the dataset from `data.build_from` when it is missing (the tiny demo); process 0 builds, all wait."""
+    lengths = sorted({phase.max_seq_length for phase in plan})
+    missing = [n for n in lengths if not os.path.isdir(os.path.join(config.data.dir, f"seq_{n}"))]
+    if missing and config.data.build_from:
+        if jax.process_index() == 0:
+            log.info("building %s from %s (sequence lengths %s)", config.data.dir, config.data.build_from, lengths)
+            build_config = build.BuildConfig(inputs=(config.data.build_from,), vocab=config.data.vocab_file,
+                                             lowercase=config.data.lowercase, max_seq_lengths=tuple(lengths))
+            report = build.build(build_config, config.data.dir, workers=os.cpu_count() or 1)
+            overall = report.stats["overall"]
+            log.info("built %s: %d documents, %d examples", config.data.dir, overall["documents"],
+                     overall["examples"])
+        sync("data built")
+    for length in lengths:  # a missing or incomplete dataset fails here, with the command that builds it
+        pipeline.shard_paths(config.data.dir, max_seq_length=length, split="train")
+    vocab_size = VocabInfo.from_vocab_file(os.path.join(config.data.dir, "vocab.txt")).vocab_size
+    if vocab_size > config.model.vocab_size:
+        raise InputError(
+            f"{config.data.dir}/vocab.txt has {vocab_size} tokens but model.vocab_size is {config.model.vocab_size}: "
+            f"set --config.model.vocab_size={vocab_size}"
+        )
+
+
+def seed32(config) -> int:
+    return int(config.seed) % 2**32
+
+
+def _masking(config, phase: Phase) -> MaskingConfig:
+    return MaskingConfig.from_data_config(config.data, phase.max_predictions)
+
+
+def train_iterator(config, phase: Phase):
+    """This host's batches of the phase, forever; checkpointable (`get_state`/`set_state`)."""
+    loader = pipeline.make_loader(
+        config.data.dir, max_seq_length=phase.max_seq_length, split="train", global_batch_size=config.batch_size,
+        max_predictions=phase.max_predictions, seed=seed32(config), worker_count=config.data.worker_count,
+        masking=_masking(config, phase),
+    )
+    return iter(loader)
+
+
+def evaluate(setup, phase: Phase, params) -> dict[str, Any]:
+    """The objective's summaries on the held-out split (the first `eval_steps` batches, the same every time)."""
+    config = setup.config
+    loader = pipeline.make_loader(
+        config.data.dir, max_seq_length=phase.max_seq_length, split="eval", global_batch_size=config.batch_size,
+        max_predictions=phase.max_predictions, seed=seed32(config), masking=_masking(config, phase),
+        num_epochs=1, shuffle=False, drop_remainder=False,
+    )
+    totals = None
+    for index, host_batch in enumerate(loader):
+        if 0 < config.eval_steps <= index:
+            break
+        sums = setup.eval_step(params, setup.global_batch(host_batch))
+        totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    totals = {name: float(value) for name, value in jax.device_get(totals).items()}
+    return dict(kind="eval", max_seq_length=phase.max_seq_length, examples=int(totals[EVAL_EXAMPLES]),
+                **setup.objective.summarize(totals))
