@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, overrides)
         result = run(config, args)
     except errors.UserError as error:
-        return errors.report("benchmark", error)
+        return errors.report("python -m bert_jax.benchmark", error)
     except RuntimeError as error:  # a non-finite loss: the numbers would be meaningless
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -38,7 +38,7 @@ from bert_jax.launch.tpu_generations import TpuGeneration
 GIB = 1024**3
 
 
-# The generations compile-ahead supports, by libtpu's name (v4, v5e); the facts are in bert_jax/tpu_generations.py.
+# The generations compile-ahead supports, by libtpu's name (v4, v5e); the facts are in bert_jax/launch/tpu_generations.py.
 GENERATIONS: dict[str, TpuGeneration] = {
     name: g for name, g in tpu_generations.GENERATIONS.items() if g.chip_config is not None
 }
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
     except errors.UserError as e:
-        return errors.report("compile_ahead", e)
+        return errors.report("python -m bert_jax.compile_ahead", e)
     import jax
 
     # The host backend stays the CPU (a TPU VM would otherwise grab its own chips); libtpu is loaded only as the
@@ -358,9 +358,9 @@ def main(argv: list[str] | None = None) -> int:
             reports.append(report)
             print(json.dumps(dataclasses.asdict(report)) if args.json else format_report(report), flush=True)
     except errors.UserError as e:
-        return errors.report("compile_ahead", e)
+        return errors.report("python -m bert_jax.compile_ahead", e)
     except RuntimeError as e:  # libtpu missing: the message says how to install it
-        print(f"compile_ahead: error: {e}", file=sys.stderr)
+        print(f"python -m bert_jax.compile_ahead: error: {e}", file=sys.stderr)
         return 2
     return 0 if all(r.compiled and r.fits for r in reports) else 1
 

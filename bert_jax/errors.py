@@ -35,7 +35,8 @@ class TrainingError(RuntimeError):
 
 
 def report(prog: str, error: UserError) -> int:
-    """Prints `error` as one line on stderr, prefixed by the command's name; returns the exit status 2."""
+    """Prints `error` as one line on stderr, `PROG: error: MESSAGE` as argparse prints usage errors (`prog` as the
+    user typed the command, e.g. "python -m bert_jax.train"); returns the exit status 2."""
     message = " ".join(str(error).split("\n"))
     print(f"{prog}: error: {message}", file=sys.stderr)
     return 2

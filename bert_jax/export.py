@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(list(sys.argv[1:] if argv is None else argv))
     except errors.UserError as e:
-        return errors.report("export", e)
+        return errors.report("python -m bert_jax.export", e)
 
 
 def _run(argv: list[str]) -> int:

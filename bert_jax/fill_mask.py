@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         fill_mask = FillMask(args.model)
         results = fill_mask(args.texts, top_k=args.top_k)
     except errors.UserError as e:
-        return errors.report("fill_mask", e)
+        return errors.report("python -m bert_jax.fill_mask", e)
     for result in results:
         print(json.dumps(result, ensure_ascii=False))
     return 0

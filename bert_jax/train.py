@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(list(sys.argv[1:] if argv is None else argv))
     except errors.UserError as e:
-        return errors.report("train", e)
+        return errors.report("python -m bert_jax.train", e)
     except errors.TrainingError as e:
-        print(f"train: stopped: {e}", file=sys.stderr)
+        print(f"python -m bert_jax.train: stopped: {e}", file=sys.stderr)
         return 1
 
 

@@ -9,7 +9,7 @@ permute is needed and the result is right.
 
 In bert_jax this was the tied MLM decoder's backward pass (cotangent [B, P, V] times the embedding [V, D] split
 (tensor, fsdp), feeding the MLM LayerNorm over a tensor-split hidden dimension) with the batch on ("data", "fsdp"):
-the loss was exact, the gradients were not. The workaround (bert_jax/sharding.py) splits the batch over
+the loss was exact, the gradients were not. The workaround (bert_jax/training/rules.py) splits the batch over
 ("fsdp", "data"): parameters use only `fsdp` and `tensor`, so a weight can never sit on the minor batch axis.
 
 Exit status: 1 while the bug reproduces (the buggy layout gives wrong numbers), 0 once XLA gives the right ones;

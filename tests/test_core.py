@@ -186,15 +186,17 @@ def test_two_dimensions_on_one_mesh_axis_is_an_error():
 
 
 @pytest.mark.parametrize("command", [
-    ["bert_jax.train", "--workdir", "unused", "--config.model.hidden_size=129"],
+    ["bert_jax.train", "--workdir", "{tmp}/run", "--config.model.hidden_size=129"],
     ["bert_jax.benchmark", "--config", "configs/base_cased.py:tiny", "--config.objective=nsp"],
-    ["bert_jax.export", "--output", "unused", "--config.batch_size=x"],
+    ["bert_jax.export", "--output", "{tmp}/export", "--config.batch_size=x"],
     ["bert_jax.compile_ahead", "--config", "configs/base_cased.py:tiny", "--topology", "v9:1x1"],
     ["bert_jax.fill_mask", "--model", "no/such/dir", "a [MASK]"],
-    ["bert_jax.data.build", "--input", "no/such/*.txt", "--vocab", "data/sample/vocab/vocab.txt", "--output", "unused"],
+    ["bert_jax.data.build", "--input", "no/such/*.txt", "--vocab", "data/sample/vocab/vocab.txt", "--output", "{tmp}/data"],
 ])
 def test_every_command_reports_a_user_error_in_one_line_with_status_2(command, tmp_path):
+    command = [arg.replace("{tmp}", str(tmp_path)) for arg in command]
     result = subprocess.run([sys.executable, "-m", *command], cwd=REPO, capture_output=True, text=True, timeout=180)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert not any(tmp_path.iterdir())  # a refused command creates nothing

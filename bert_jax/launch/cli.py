@@ -22,7 +22,8 @@ import os
 import sys
 from typing import Sequence
 
-from bert_jax.errors import InputError
+from bert_jax.configuration import split_config_overrides
+from bert_jax.errors import ConfigError, InputError, report
 from bert_jax.launch import accelerators, commands, gcloud, remote, secrets
 from bert_jax.launch.errors import LaunchError
 from bert_jax.launch.jobs import Job, training_spec
@@ -180,9 +181,10 @@ def build_job(args: argparse.Namespace, overrides: Sequence[str], environ=os.env
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bert_jax.configuration import split_config_overrides  # imports jax: not at module level
-
-    argv, overrides = split_config_overrides(sys.argv[1:] if argv is None else argv)
+    try:
+        argv, overrides = split_config_overrides(sys.argv[1:] if argv is None else argv)
+    except ConfigError as error:
+        return report("python -m bert_jax.launch", error)
     parser = build_parser()
     args = parser.parse_args(argv)
     if overrides and args.command not in ("run", "watch"):
@@ -208,10 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.down(job, runner)
         return commands.watch(job, runner, args.max_restarts, args.finish_grace)
     except InputError as error:
-        print(f"launch: error: {redactor(str(error))}", file=sys.stderr)
+        print(f"python -m bert_jax.launch: error: {redactor(str(error))}", file=sys.stderr)
         return 2
     except LaunchError as error:
-        print(f"launch: error: {redactor(str(error))}", file=sys.stderr)
+        print(f"python -m bert_jax.launch: error: {redactor(str(error))}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("launch: interrupted", file=sys.stderr)

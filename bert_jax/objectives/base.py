@@ -60,8 +60,12 @@ class Objective(abc.ABC):
     def flops_per_token(self, model_config, shape: BatchShape) -> float:
         """Training (forward + backward) model FLOPs per input token, multiply-add = 2 (for MFU)."""
 
+    def field_names(self) -> tuple[str, ...]:
+        """The batch contract's field names (they do not depend on the shape)."""
+        return tuple(self.batch_contract(BatchShape(1, 1, 1)))
+
     def host_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The contract's fields of a loader batch (which may carry more, e.g. NSP labels an MLM objective does
         not read), plus `example_weights` when present."""
-        wanted = set(self.batch_contract(BatchShape(1, 8, 1))) | {"example_weights"}
+        wanted = {*self.field_names(), "example_weights"}
         return {name: value for name, value in batch.items() if name in wanted}

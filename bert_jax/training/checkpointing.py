@@ -9,7 +9,7 @@ temporary directory and renames it when every host has finished), so `latest_ste
 checkpoints: a run killed mid-save resumes from the previous one. Restore takes the *current* run's shardings, so a
 checkpoint written on one mesh loads onto another (16 devices -> 4, data -> fsdp).
 
-The dropout RNG needs no saving: it is `fold_in(key(seed), step)` (see steps.py); `seed` is in the saved config.
+The dropout RNG needs no saving: it is `fold_in(key(seed), step)` (see step.py); `seed` is in the saved config.
 """
 
 from __future__ import annotations
