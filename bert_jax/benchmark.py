@@ -162,6 +162,7 @@ class CompiledStep:
     batches: list
     shape: Any  # objectives.base.BatchShape
     compile_s: float
+    real_token_fraction: float  # non-padding share of the batches' tokens (1.0 for synthetic, full-length batches)
     last_metrics: dict | None = None
     cpu_times: list[float] = dataclasses.field(default_factory=list)
     dispatch_times: list[float] = dataclasses.field(default_factory=list)
@@ -198,13 +199,14 @@ def compile_step(config, *, seq_len: int, max_predictions: int, data: str = "syn
     log(f"mesh {dict(run_setup.mesh.shape)} on {run_setup.mesh.devices.size} {jax.devices()[0].platform} device(s)")
     state = run_setup.init_state()
     host_batches = _host_batches(config, data, seq_len, max_predictions, num_batches)
+    real_token_fraction = float(np.mean([batch["input_mask"].mean() for batch in host_batches]))
     batches = [run_setup.global_batch(batch) for batch in host_batches]
     log(f"compiling the train step (batch {config.batch_size}, seq {seq_len}, predictions {max_predictions})")
     start = time.perf_counter()
     compiled = run_setup.train_step.lower(state, batches[0]).compile()
     compile_s = time.perf_counter() - start
     return CompiledStep(run_setup, compiled, state, batches, run_setup.batch_shape(seq_len, max_predictions),
-                        compile_s)
+                        compile_s, real_token_fraction)
 
 
 def run(config, args) -> dict[str, Any]:
@@ -263,6 +265,10 @@ def run(config, args) -> dict[str, Any]:
         "step_s_min": min(step_times),
         "step_s_max": max(step_times),
         "tokens_per_s": tokens_per_s,
+        # Tokens that are not padding: what the model learns from (packed sequences are nearly all real tokens,
+        # sentence pairs often much shorter than the length).
+        "real_token_fraction": bench.real_token_fraction,
+        "real_tokens_per_s": tokens_per_s * bench.real_token_fraction,
         "flops_per_token": model_flops_per_token,
         "model_flops_per_s": model_flops_per_token * tokens_per_s,
         "peak_flops": peak,
@@ -299,7 +305,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"({result['max_predictions']} predictions), {result['data']} data",
         f"  step        {result['step_s'] * 1e3:,.1f} ms median of {result['steps']} "
         f"(min {result['step_s_min'] * 1e3:,.1f}, max {result['step_s_max'] * 1e3:,.1f})",
-        f"  throughput  {result['tokens_per_s']:,.0f} tokens/s",
+        f"  throughput  {result['tokens_per_s']:,.0f} tokens/s, {result['real_tokens_per_s']:,.0f} of them not padding "
+        f"({result['real_token_fraction']:.1%})",
         f"  model FLOPs {result['flops_per_token'] / 1e6:,.2f} MFLOP/token -> "
         f"{result['model_flops_per_s'] / 1e9:,.1f} GFLOP/s"
         + (f" (XLA counts {result['xla_flops_per_token'] / 1e6:,.2f} MFLOP/token)"

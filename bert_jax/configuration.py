@@ -158,7 +158,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """One clear error naming the first inconsistent field."""
     model = config.model
     try:
-        models.model_config(model.to_dict(), prefix="model.")
+        architecture = models.model_config(model.to_dict(), prefix="model.")
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
     if config.objective not in objectives.OBJECTIVES:
@@ -174,10 +174,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if not 0 < phase.fraction <= 1:
             raise ConfigError(f"phases[{i}].fraction must be in (0, 1]; got {phase.fraction}")
         total += phase.fraction
-        if phase.max_seq_length > model.max_position_embeddings:
+        usable = architecture.max_sequence_length
+        if phase.max_seq_length > usable:
+            reserved = model.max_position_embeddings - usable
             raise ConfigError(
                 f"phases[{i}].max_seq_length ({phase.max_seq_length}) exceeds model.max_position_embeddings "
                 f"({model.max_position_embeddings})"
+                + (f" minus the {reserved} positions reserved before the first token ({usable} usable)"
+                   if reserved else "")
             )
         if phase.max_seq_length < 8:
             raise ConfigError(f"phases[{i}].max_seq_length ({phase.max_seq_length}) is too short for a pair")

@@ -51,8 +51,9 @@ def load_from_workdir(workdir: str, step: int | None = None):
     shardings = jax.tree.map(lambda _: one_device, abstract_params)
     params = checkpointing.restore_params(manager, step, abstract_params, shardings)
     manager.close()
-    vocab = next((str(p) for p in (Path(config.data.vocab_file), Path(config.data.dir) / "vocab.txt") if p.is_file()),
-                 None)
+    candidates = (Path(config.data.vocab_file), Path(config.data.dir) / "vocab.txt",
+                  Path(config.data.dir) / "tokenizer.json")  # the run's vocab, else the one its data was built with
+    vocab = next((str(p) for p in candidates if p.is_file()), None)
     return nnx.merge(graphdef, params), vocab, bool(config.data.lowercase), step
 
 
@@ -67,8 +68,8 @@ def _run(argv: list[str]) -> int:
     argv, overrides = split_config_overrides(argv)
     parser = argparse.ArgumentParser(
         prog="python -m bert_jax.export",
-        description="Export BERT weights to a Hugging Face directory. Extra --config.FIELD=VALUE arguments "
-        "override config fields.",
+        description="Export a model of the family (BERT, RoBERTa) to a Hugging Face directory. Extra "
+        "--config.FIELD=VALUE arguments override config fields.",
     )
     parser.add_argument("--output", required=True, help="output directory (created; must be empty unless --force)")
     parser.add_argument("--config", default="configs/base_cased.py:tiny", help="config file[:variants] (default %(default)s)")
@@ -81,7 +82,9 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--workdir", default=None,
                         help="export a training run's checkpoint (its saved config is used; --config/--init ignored)")
     parser.add_argument("--step", type=int, default=None, help="with --workdir: the checkpoint step (default latest)")
-    parser.add_argument("--vocab", default=None, help="vocab.txt to ship with the model (default: config.data.vocab_file)")
+    parser.add_argument("--vocab", default=None,
+                        help="the tokenizer to ship with the model: a WordPiece vocab.txt or a byte-level BPE "
+                        "tokenizer.json (default: config.data.vocab_file)")
     parser.add_argument("--force", action="store_true", help="overwrite the export files in a non-empty --output")
     args = parser.parse_args(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on read-only checkpoint directories
@@ -100,11 +103,12 @@ def _run(argv: list[str]) -> int:
         source = Path(args.init[3:])
         model, report = hf.load_pretrained(source)
         print(report.summary(), file=sys.stderr)
-        vocab = args.vocab or (source / "vocab.txt" if (source / "vocab.txt").is_file() else None)
+        vocab = args.vocab or next((source / name for name in ("vocab.txt", "tokenizer.json")
+                                    if (source / name).is_file()), None)
     else:
         parser.error(f"--init must be 'random' or 'hf:DIR', got {args.init!r}")
     if vocab is not None and not Path(vocab).is_file():
-        raise CheckpointError(f"vocab file {vocab} not found; pass --vocab PATH/vocab.txt")
+        raise CheckpointError(f"vocab file {vocab} not found; pass --vocab PATH/vocab.txt (or PATH/tokenizer.json)")
     written = hf.export_pretrained(model, args.output, vocab_file=vocab, force=args.force,
                                    **({"lowercase": lowercase} if args.workdir is not None else {}))
     print(f"exported {', '.join(p.name for p in written)} to {Path(args.output).resolve()}")

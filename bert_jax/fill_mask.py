@@ -1,4 +1,5 @@
-"""Fill-mask inference on a Hugging Face-format BERT directory (ours or any BERT with an MLM head).
+"""Fill-mask inference on a Hugging Face-format directory of the family (ours or any BERT or RoBERTa with an MLM
+head).
 
     python -m bert_jax.fill_mask --model DIR [--top_k 5] "Paris is the [MASK] of France." ...
 
@@ -21,7 +22,6 @@ from flax import nnx
 from bert_jax import errors
 from bert_jax.data.tokenizers.wordpiece import MASK, PAD, load_tokenizer
 from bert_jax.interop import hf
-from bert_jax.models.bert import BertForMaskedLM
 
 
 class FillMaskError(errors.InputError):
@@ -36,11 +36,21 @@ def _bucket(length: int, limit: int) -> int:
     return min(size, limit)
 
 
-def load_model_tokenizer(model_dir: str | Path) -> tuple[tokenizers.Tokenizer, bool]:
-    """The directory's tokenizer and whether decoding cleans up spaces (its `clean_up_tokenization_spaces`)."""
+def _token_text(value, default: str) -> str:
+    """A special token as tokenizer configs spell it: a string, or an AddedToken dict with its `content`."""
+    if isinstance(value, dict):
+        return value.get("content", default)
+    return value or default
+
+
+def load_model_tokenizer(model_dir: str | Path) -> tuple[tokenizers.Tokenizer, bool, dict[str, str]]:
+    """The directory's tokenizer, whether decoding cleans up spaces (its `clean_up_tokenization_spaces`), and its
+    mask and pad tokens (`[MASK]`/`[PAD]` for BERT's WordPiece, `<mask>`/`<pad>` for RoBERTa's BPE)."""
     model_dir = Path(model_dir)
     config_path = model_dir / "tokenizer_config.json"
     tokenizer_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    specials = {"mask": _token_text(tokenizer_config.get("mask_token"), MASK),
+                "pad": _token_text(tokenizer_config.get("pad_token"), PAD)}
     if (model_dir / "vocab.txt").is_file():
         tokenizer = load_tokenizer(str(model_dir / "vocab.txt"))  # casing from the directory's tokenizer_config.json
     elif (model_dir / "tokenizer.json").is_file():
@@ -49,7 +59,7 @@ def load_model_tokenizer(model_dir: str | Path) -> tuple[tokenizers.Tokenizer, b
         tokenizer.no_truncation()
     else:
         raise FillMaskError(f"{model_dir} has no vocab.txt or tokenizer.json; export the model with its vocab")
-    return tokenizer, bool(tokenizer_config.get("clean_up_tokenization_spaces", False))
+    return tokenizer, bool(tokenizer_config.get("clean_up_tokenization_spaces", False)), specials
 
 
 def _clean_up_spaces(text: str) -> str:
@@ -64,17 +74,18 @@ class FillMask:
     """A loaded model and tokenizer; call with texts to get the pipeline-shaped predictions."""
 
     def __init__(self, model_dir: str | Path):
-        self.model, self.report = hf.load_pretrained(model_dir, model_class=BertForMaskedLM)
+        self.model, self.report = hf.load_pretrained(model_dir, heads=("mlm",))
         if "MLM head" in self.report.missing_heads:
             raise FillMaskError(
-                f"{model_dir} has no masked-LM head (cls.predictions.*): fill-mask needs a BertForPreTraining or "
-                "BertForMaskedLM checkpoint, not a bare BertModel"
+                f"{model_dir} has no masked-LM head: fill-mask needs a checkpoint with one (BertForPreTraining, "
+                "BertForMaskedLM, RobertaForMaskedLM), not a bare encoder (BertModel, RobertaModel)"
             )
-        self.tokenizer, self.clean_up_spaces = load_model_tokenizer(model_dir)
-        self.mask_id = self.tokenizer.token_to_id(MASK)
-        self.pad_id = self.tokenizer.token_to_id(PAD)
-        if self.mask_id is None:
-            raise FillMaskError(f"the tokenizer in {model_dir} has no {MASK} token")
+        self.tokenizer, self.clean_up_spaces, specials = load_model_tokenizer(model_dir)
+        self.mask_token = specials["mask"]
+        self.mask_id = self.tokenizer.token_to_id(self.mask_token)
+        self.pad_id = self.tokenizer.token_to_id(specials["pad"])
+        if self.mask_id is None or self.pad_id is None:
+            raise FillMaskError(f"the tokenizer in {model_dir} has no {self.mask_token} or no {specials['pad']} token")
         graphdef, state = nnx.split(self.model)
 
         @jax.jit
@@ -91,10 +102,11 @@ class FillMask:
 
     def __call__(self, texts: list[str], top_k: int = 5) -> list:
         encodings = [self.tokenizer.encode(text) for text in texts]
-        limit = self.model.config.max_position_embeddings
+        limit = self.model.config.max_sequence_length
         for i, (text, enc) in enumerate(zip(texts, encodings)):
             if self.mask_id not in enc.ids:
-                raise FillMaskError(f"text {i + 1} ({text!r}) contains no {MASK}; put {MASK} where a word should be predicted")
+                raise FillMaskError(f"text {i + 1} ({text!r}) contains no {self.mask_token}; put {self.mask_token} "
+                                    "where a word should be predicted")
             if len(enc.ids) > limit:
                 raise FillMaskError(f"text {i + 1} is {len(enc.ids)} tokens long; this model reads at most {limit}")
         length = _bucket(max(len(enc.ids) for enc in encodings), limit)

@@ -43,6 +43,7 @@ def get_config(arg=None):
     config.data = data = ml_collections.ConfigDict()
     data.dir = "data/built/base_cased"  # built dataset (python -m bert_jax.data.build --output)
     data.vocab_file = "data/vocab/cased/vocab.txt"  # WordPiece vocab the data was built with
+    data.example_kind = "nsp_pairs"  # sentence pairs with next-sentence labels, as the original
     data.lowercase = uncased  # lowercase and strip accents before WordPiece
     data.masked_lm_prob = 0.15  # share of maskable tokens to predict
     data.whole_word_masking = False  # mask all pieces of a word together

@@ -8,10 +8,11 @@ they shrink the model exactly as for base.
 from bert_jax.configuration import load_sibling, parse_variants
 
 base_cased = load_sibling(__file__, "base_cased")
+VARIANTS = base_cased.VARIANTS
 
 
 def get_config(arg=None):
-    variants = parse_variants(arg, base_cased.VARIANTS)
+    variants = parse_variants(arg, VARIANTS)
     config = base_cased.get_config(arg)
     if variants & {"small", "tiny"}:
         return config

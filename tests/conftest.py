@@ -36,3 +36,17 @@ def sample_dataset(tmp_path_factory) -> Path:
             "--eval_fraction", "0.05"]
     assert build.main(argv) == 0
     return output
+
+
+@pytest.fixture(scope="session")
+def sample_packed_dataset(tmp_path_factory) -> Path:
+    """One sample-corpus file packed into full sentences with the bundled BPE vocab at lengths 32 and 64 (seconds):
+    real RoBERTa-style data for trainer tests."""
+    from bert_jax.data import build
+
+    output = tmp_path_factory.mktemp("sample_packed_dataset") / "built"
+    config = build.BuildConfig(inputs=(str(REPO / "data/sample/corpus-00.txt"),),
+                               vocab=str(REPO / "data/sample/bpe/tokenizer.json"), lowercase=False,
+                               max_seq_lengths=(32, 64), eval_fraction=0.05, example_kind="full_sentences")
+    build.build(config, str(output), workers=1)
+    return output

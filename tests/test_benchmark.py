@@ -126,6 +126,7 @@ def test_cli_json_fields_are_consistent(cli_result):
     assert r["num_devices"] == 1 and r["steps"] == 2
     assert r["step_s_min"] <= r["step_s"] <= r["step_s_max"]
     assert r["tokens_per_s"] == pytest.approx(8 * 64 / r["step_s"], rel=1e-12)
+    assert r["real_token_fraction"] == 1.0 and r["real_tokens_per_s"] == r["tokens_per_s"]  # synthetic: no padding
     assert r["mfu"] == pytest.approx(r["flops_per_token"] * r["tokens_per_s"] / r["peak_flops"], rel=1e-12)
     assert r["model_flops_per_s"] == pytest.approx(r["flops_per_token"] * r["tokens_per_s"], rel=1e-12)
     config = model_config(load_config("configs/base_cased.py:tiny"))

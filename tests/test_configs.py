@@ -7,11 +7,21 @@ import pytest
 from bert_jax.configuration import load_config, model_config
 from bert_jax.errors import ConfigError
 from bert_jax.models.bert import count_parameters
+from bert_jax.models.roberta import RobertaForMaskedLM
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted((REPO / "configs").glob("*.py"))
-SPECS = [f"{path}:{arg}" if arg else str(path) for path in CONFIG_FILES
-         for arg in ("", "uncased", "small", "tiny", "small,uncased")]
+
+
+def _variant_args(path) -> list[str]:
+    """No variant, each of the file's variants, and small,uncased where the file has both."""
+    from bert_jax.configuration import load_module
+
+    variants = load_module(path).VARIANTS
+    return ["", *variants] + (["small,uncased"] if {"small", "uncased"} <= set(variants) else [])
+
+
+SPECS = [f"{path}:{arg}" if arg else str(path) for path in CONFIG_FILES for arg in _variant_args(path)]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: Path(s.split(":")[0]).name + (":" + s.split(":")[1] if ":" in s else ""))
@@ -88,3 +98,21 @@ def test_loaded_config_is_locked():
     c = load_config(str(REPO / "configs/base_cased.py:tiny"))
     with pytest.raises(AttributeError):
         c.new_field = 1
+
+
+def test_roberta_large_is_the_model_card():
+    c = load_config(str(REPO / "configs/roberta_large.py"))
+    m, o = c.model, c.optimizer
+    assert c.objective == "mlm" and m.model_type == "roberta" and c.data.example_kind == "full_sentences"
+    assert (m.num_hidden_layers, m.hidden_size, m.num_attention_heads, m.intermediate_size) == (24, 1024, 16, 4096)
+    assert (m.vocab_size, m.max_position_embeddings, m.type_vocab_size, m.layer_norm_eps) == (50265, 514, 1, 1e-5)
+    assert (m.pad_token_id, m.bos_token_id, m.eos_token_id) == (1, 0, 2)
+    assert (o.learning_rate, o.b1, o.b2, o.eps, o.weight_decay) == (4e-4, 0.9, 0.98, 1e-6, 0.01)
+    assert (o.warmup_steps, o.end_learning_rate, c.train_steps) == (30_000, 0.0, 500_000)
+    assert [(p.max_seq_length, p.fraction) for p in c.phases] == [(512, 1.0)]
+    # 8K sequences: devices x per-device micro-batch x accumulation (the mesh is a v5p-128 slice's 64 chips).
+    per_device_micro_batch = c.batch_size // (c.mesh.data * c.mesh.fsdp) // o.grad_accum_steps
+    assert c.batch_size == 8192 == c.mesh.data * c.mesh.fsdp * per_device_micro_batch * o.grad_accum_steps
+    assert 330e6 < count_parameters(model_config(c), RobertaForMaskedLM) < 360e6  # 355M as released
+    base = load_config(str(REPO / "configs/roberta_base.py"))
+    assert (base.optimizer.learning_rate, base.optimizer.warmup_steps, base.model.hidden_size) == (6e-4, 24_000, 768)

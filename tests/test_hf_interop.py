@@ -155,8 +155,8 @@ def test_export_rejects_vocab_of_wrong_size(tmp_path):
 
 
 def test_config_json_errors_are_clear(tmp_path):
-    (tmp_path / "config.json").write_text('{"model_type": "roberta"}')
-    with pytest.raises(hf.CheckpointError, match="model_type is 'roberta'"):
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')  # RoBERTa joined the family; GPT-2 did not
+    with pytest.raises(hf.CheckpointError, match="model_type is 'gpt2'"):
         hf.load_pretrained(tmp_path)
     (tmp_path / "config.json").write_text('{"hidden_size": 30, "num_attention_heads": 4}')
     with pytest.raises(hf.CheckpointError, match="divisible"):

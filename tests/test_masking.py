@@ -236,3 +236,40 @@ def test_whole_word_never_splits_a_word_and_matches_the_original_loop(vocab, tok
     # 5 maskable -> budget 1: the two-token words {1, 2} and {4, 5} are skipped, whatever their order; {6} fits.
     last = batch["masked_lm_positions"][-1, : int(batch["masked_lm_weights"][-1].sum())].tolist()
     assert last == [6]
+
+
+def test_random_replacement_is_never_the_original_token():
+    """With two non-special tokens a draw of the original would happen half the time; it is re-drawn, so a random
+    replacement is always the other token, and "unchanged" is exactly the configured 10%."""
+    vocab = VocabInfo.from_tokens(make_vocab_tokens(num_words=2, num_pieces=0))
+    word, other = vocab.replacement_ids.tolist()
+    ids = np.array([vocab.cls_id] + [word] * 100 + [vocab.sep_id], dtype=np.int32)
+    examples = [records.PairExample(ids, 99, 0)] * 2000
+    batch = mask_batch(examples, max_seq_length=len(ids), config=MaskingConfig(max_predictions=15), vocab=vocab,
+                       seed=3, epochs=0, indices=np.arange(len(examples)))
+    _, _, shown, original = masked_view(batch)
+    assert (original == word).all()
+    masked = len(shown)
+    assert within_binomial(int(np.sum(shown == other)), masked, 0.1)
+    assert within_binomial(int(np.sum(shown == word)), masked, 0.1)  # not 0.1 + 0.1 / 2
+    assert set(np.unique(shown).tolist()) == {vocab.mask_id, word, other}
+
+
+def test_packed_examples_have_no_segments_no_labels_and_pad_with_the_pad_id(tokens):
+    """A vocab whose [PAD] is not 0: positions past an example hold its id; packed sequences have segment ids 0
+    and no next_sentence_labels; pairs and packed sequences do not mix in a batch."""
+    reordered = ["[UNK]", "[PAD]"] + [t for t in tokens if t not in ("[UNK]", "[PAD]")]
+    vocab = VocabInfo.from_tokens(reordered)
+    assert vocab.pad_id == 1
+    example = records.PackedExample(np.array([vocab.cls_id, 20, 21, vocab.sep_id, vocab.cls_id, 22, vocab.sep_id],
+                                             dtype=np.int32))
+    out = mask_example(example, max_seq_length=12, config=MaskingConfig(5, masked_lm_prob=1.0), vocab=vocab, seed=0,
+                       epoch=0, index=0)
+    assert "next_sentence_labels" not in out and not out["segment_ids"].any()
+    assert out["input_ids"][7:].tolist() == [1] * 5 and out["input_mask"].tolist() == [1] * 7 + [0] * 5
+    count = int(out["masked_lm_weights"].sum())
+    assert out["masked_lm_positions"][:count].tolist() == [1, 2, 5], "every token but the markers, none of them"
+    pair = records.PairExample(np.array([vocab.cls_id, 20, vocab.sep_id, 21, vocab.sep_id], dtype=np.int32), 1, 1)
+    with pytest.raises(ValueError, match="mixes sentence pairs and packed sequences"):
+        mask_batch([pair, example], max_seq_length=12, config=MaskingConfig(5), vocab=vocab, seed=0, epochs=0,
+                   indices=[0, 1])

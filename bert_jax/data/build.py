@@ -2,17 +2,23 @@
 
     python -m bert_jax.data.build --input 'corpus/*.txt' --vocab vocab/vocab.txt --output data/built \\
         --max_seq_length 128,512 --workers 8
+    python -m bert_jax.data.build --input 'corpus/*.txt' --vocab bpe/tokenizer.json --output data/roberta \\
+        --example_kind full_sentences --max_seq_length 512
+
+The vocab is a WordPiece `vocab.txt` or a byte-level BPE `tokenizer.json` (or either's directory); its kind is read
+from the files (`tokenizers/vocabs.py`), and the output carries its files and records it in stats.json (`vocab`).
 
 How it works (design notes with the reasons in docs/data_build.md):
 
 1. `sources.list_input_shards` splits the input into shards (files, TFDS record ranges). Each shard is one task
    for a pool of worker processes (spawn, `build_parts`): it streams the shard's documents, tokenizes each
    document once (through a cache of space-separated chunks, `CachedSentenceEncoder`, exactly equal to the
-   tokenizer), puts it in the train or eval split by a hash of its text, and hands it to the example kind
-   (`BuildConfig.example_kind`, see `bert_jax.data.examples`), which writes the examples of every requested length
-   from that one tokenization. The default kind, `nsp_pairs`, builds sentence pairs, every dupe copy, drawing
-   random-next partners from a bounded window of neighbouring documents of the same shard and split, so a worker's
-   memory does not grow with the corpus.
+   tokenizer, WordPiece or byte-level BPE), puts it in the train or eval split by a hash of its text, and hands it
+   to the example kind (`BuildConfig.example_kind`, see `bert_jax.data.examples`), which writes the examples of
+   every requested length from that one tokenization. The default kind, `nsp_pairs`, builds sentence pairs, every
+   dupe copy, drawing random-next partners from a bounded window of neighbouring documents of the same shard and
+   split, so a worker's memory does not grow with the corpus. The packed kinds (`full_sentences`, `doc_sentences`)
+   pack each shard's sentences into sequences in order (`examples/packed.py`).
 2. A task writes its examples to `OUT/.parts/NNNNN/seq_L.SPLIT.array_record` and then, as its completion mark,
    `OUT/.parts/NNNNN.stats.json` (counts per length and split). Every file is written under a temporary name,
    fsynced and renamed, so a killed build leaves either a finished file or nothing usable.
@@ -43,7 +49,7 @@ from bert_jax.data import build_parts, examples, sources
 from bert_jax.data.build_layout import (BUILD_CONFIG, DEFAULT_EXAMPLE_KIND, PARTS_DIR, SPLITS, STATS, BuildConfig,
                                         OutputShard, output_shard_path, part_records_path, part_stats_path)
 from bert_jax.data.build_stats import summarize
-from bert_jax.data.tokenizers import wordpiece
+from bert_jax.data.tokenizers import vocabs, wordpiece
 from bert_jax.errors import InputError
 
 PROG = "python -m bert_jax.data.build"
@@ -159,7 +165,7 @@ def build(config: BuildConfig, output_dir: str, workers: int = 1) -> BuildReport
     kind.check(config)
     if not 0 <= config.eval_fraction < 1:
         raise InputError(f"--eval_fraction must be in [0, 1), got {config.eval_fraction}")
-    vocab_tokens = wordpiece.read_vocab(config.vocab)  # a clear error for a bad vocab, before any work
+    vocab = vocabs.load(config.vocab, lowercase=config.lowercase)  # a clear error for a bad vocab, before any work
     shards = sources.list_input_shards(
         list(config.inputs), text_field=config.text_field, input_format=config.input_format,
         tfds_data_dir=config.tfds_data_dir, tfds_records_per_shard=config.tfds_records_per_shard)
@@ -205,8 +211,8 @@ def build(config: BuildConfig, output_dir: str, workers: int = 1) -> BuildReport
         print(f"build: wrote {os.path.relpath(output.path, output_dir)} ({output.end - output.start:,} examples, "
               f"{number}/{len(missing)})", file=sys.stderr)
 
-    stats = summarize(config, kind, part_stats, outputs)
-    wordpiece.write_vocab_dir(vocab_tokens, output_dir, lowercase=config.lowercase)
+    stats = summarize(config, kind, part_stats, outputs, vocab.summary())
+    vocab.write_dir(output_dir)
     fileio.write_json(os.path.join(output_dir, STATS), stats, indent=1, sort_keys=True)
     # The examples now live in the output shards; the part stats stay (they are small and make resumes exact).
     for index in range(len(shards)):
@@ -234,30 +240,40 @@ def _parse_lengths(text: str) -> tuple[int, ...]:
     return lengths
 
 
+# The options of the `nsp_pairs` kind: absent when not given (argparse.SUPPRESS), so a packed build can refuse them
+# (they would do nothing).
+_PAIR_OPTIONS = {"dupe_factor": 5, "short_seq_prob": 0.1, "random_next_window": 1000,
+                 "random_next_window_tokens": 8_000_000}
+
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Build BERT pre-training examples (sentence pairs with NSP labels, unmasked) as ArrayRecord "
-                    "shards, in parallel and resumably: re-run the same command to finish an interrupted build.",
+        description="Build pre-training examples (unmasked) as ArrayRecord shards, in parallel and resumably: BERT's "
+                    "sentence pairs with NSP labels, or RoBERTa's packed sequences of whole sentences. Re-run the "
+                    "same command to finish an interrupted build.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--input", action="extend", nargs="+", required=True,
                         help="text/JSONL/Parquet files, globs, directories, or tfds:NAME[/CONFIG][:VERSION][split]")
-    parser.add_argument("--vocab", required=True, help="vocab.txt (a tokenizer_config.json beside it sets casing)")
+    parser.add_argument("--vocab", required=True,
+                        help="WordPiece vocab.txt (a tokenizer_config.json beside it sets casing), or a byte-level "
+                             "BPE tokenizer.json or its directory (python -m bert_jax.data.vocab --kind bpe)")
     parser.add_argument("--output", required=True, help="output directory (resumed if it holds the same build)")
     parser.add_argument("--max_seq_length", type=_parse_lengths, default=(128, 512),
                         help="comma-separated sequence lengths, all built from one tokenization, e.g. 128,512")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
-    parser.add_argument("--dupe_factor", type=int, default=5,
-                        help="copies of each document, with pairings re-drawn per copy")
-    parser.add_argument("--short_seq_prob", type=float, default=0.1,
-                        help="probability of a random shorter target length per document")
+    parser.add_argument("--dupe_factor", type=int, default=argparse.SUPPRESS,
+                        help="nsp_pairs: copies of each document, with pairings re-drawn per copy (default 5)")
+    parser.add_argument("--short_seq_prob", type=float, default=argparse.SUPPRESS,
+                        help="nsp_pairs: probability of a random shorter target length per document (default 0.1)")
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--eval_fraction", type=float, default=0.01,
                         help="fraction of documents held out for eval (by a hash of the document text)")
     casing = parser.add_mutually_exclusive_group()
     casing.add_argument("--lowercase", dest="lowercase", action="store_true", default=None,
-                        help="lowercase and strip accents (default: do_lower_case of the vocab's "
-                             "tokenizer_config.json, cased if absent)")
+                        help="WordPiece: lowercase and strip accents (default: do_lower_case of the vocab's "
+                             "tokenizer_config.json, cased if absent); a byte-level BPE vocab is always cased")
     casing.add_argument("--cased", dest="lowercase", action="store_false", help="keep case and accents")
     parser.add_argument("--text_field", default="text", help="text field of JSONL/Parquet/TFDS records")
     parser.add_argument("--input_format", default="auto", help="input format (see bert_jax.data.sources)")
@@ -267,28 +283,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_output_shards", type=int, default=0,
                         help="train shards per length; 0 = automatic (about 256 MiB and at most 262,144 "
                              "examples each: a writer holds ~100 bytes of index per example in RAM)")
-    parser.add_argument("--random_next_window", type=int, default=1000,
-                        help="documents around each document (same input shard and split) from which random-next "
-                             "segments are drawn; bounds memory")
-    parser.add_argument("--random_next_window_tokens", type=int, default=8_000_000,
-                        help="at most this many tokens in that window (bounds memory with huge documents)")
+    parser.add_argument("--random_next_window", type=int, default=argparse.SUPPRESS,
+                        help="nsp_pairs: documents around each document (same input shard and split) from which "
+                             "random-next segments are drawn; bounds memory (default 1000)")
+    parser.add_argument("--random_next_window_tokens", type=int, default=argparse.SUPPRESS,
+                        help="nsp_pairs: at most this many tokens in that window (bounds memory with huge "
+                             "documents; default 8000000)")
     parser.add_argument("--example_kind", choices=sorted(examples.EXAMPLE_KINDS), default=DEFAULT_EXAMPLE_KIND,
-                        help="the examples to build (bert_jax.data.examples); nsp_pairs: BERT's sentence pairs "
-                             "with next-sentence labels")
+                        help="the examples to build (bert_jax.data.examples): nsp_pairs, BERT's sentence pairs "
+                             "with next-sentence labels; full_sentences, RoBERTa's whole sentences packed up to "
+                             "--max_seq_length across documents; doc_sentences, the same within each document")
     return parser.parse_args(argv)
+
+
+def _pair_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The nsp_pairs options with their defaults; given with a packed kind, an error (they would do nothing)."""
+    given = [name for name in _PAIR_OPTIONS if hasattr(args, name)]
+    if given and args.example_kind != DEFAULT_EXAMPLE_KIND:
+        raise InputError(f"{', '.join('--' + name for name in given)}: options of --example_kind nsp_pairs, "
+                         f"not of {args.example_kind}")
+    return {name: getattr(args, name, default)
+            for name, default in _PAIR_OPTIONS.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        lowercase = wordpiece.is_lowercase_vocab(args.vocab) if args.lowercase is None else args.lowercase
+        pair_options = _pair_options(args)
+        lowercase = args.lowercase
+        if lowercase is None:  # the vocab's own casing: do_lower_case beside a vocab.txt; a BPE vocab is cased
+            kind, vocab_file = vocabs.detect_kind(args.vocab)
+            lowercase = kind == vocabs.WORDPIECE and wordpiece.is_lowercase_vocab(vocab_file)
         config = BuildConfig(
             inputs=tuple(args.input), vocab=args.vocab, lowercase=lowercase, max_seq_lengths=args.max_seq_length,
-            dupe_factor=args.dupe_factor, short_seq_prob=args.short_seq_prob, seed=args.seed,
+            dupe_factor=pair_options["dupe_factor"], short_seq_prob=pair_options["short_seq_prob"], seed=args.seed,
             eval_fraction=args.eval_fraction, text_field=args.text_field, input_format=args.input_format,
             tfds_data_dir=args.tfds_data_dir, tfds_records_per_shard=args.tfds_records_per_shard,
-            num_output_shards=args.num_output_shards, random_next_window_documents=args.random_next_window,
-            random_next_window_tokens=args.random_next_window_tokens, example_kind=args.example_kind)
+            num_output_shards=args.num_output_shards,
+            random_next_window_documents=pair_options["random_next_window"],
+            random_next_window_tokens=pair_options["random_next_window_tokens"], example_kind=args.example_kind)
         report = build(config, args.output, workers=max(1, args.workers))
     except errors.UserError as error:
         return errors.report(PROG, error)

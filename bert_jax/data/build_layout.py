@@ -5,14 +5,17 @@ build can be checked against them) and the path of every file it writes in its o
     OUT/.parts/NNNNN/seq_L.SPLIT.array_record   one input shard's examples (deleted after the merge)
     OUT/.parts/NNNNN.stats.json                 one input shard's counters: its completion mark (kept)
     OUT/seq_L/SPLIT-JJJJJ-of-MMMMM.array_record the output shards
-    OUT/stats.json, vocab.txt, tokenizer_config.json
+    OUT/stats.json, and the vocab's files (vocab.txt + tokenizer_config.json, or the five of a BPE vocab)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
+
+from bert_jax.errors import InputError
 
 SPLITS = ("train", "eval")
 BUILD_CONFIG = "build_config.json"
@@ -66,6 +69,20 @@ class OutputShard:
     start: int
     end: int
     path: str
+
+
+def stored_example_kind(output_dir: str) -> str:
+    """The example kind a built directory holds, from its build_config.json; `nsp_pairs` when the file or the field
+    is absent (builds from before example kinds)."""
+    path = os.path.join(output_dir, BUILD_CONFIG)
+    if not os.path.isfile(path):
+        return DEFAULT_EXAMPLE_KIND
+    try:
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}:{error.lineno}: invalid JSON ({error.msg}); rebuild the dataset") from None
+    return stored.get("example_kind", DEFAULT_EXAMPLE_KIND)
 
 
 def part_stats_path(output_dir: str, index: int) -> str:

@@ -27,7 +27,7 @@ from bert_jax.data import examples, sources
 from bert_jax.data.build_layout import SPLITS, BuildConfig, part_records_path, part_stats_path
 from bert_jax.data.examples.base import TokenizedDocument
 from bert_jax.data.sources import SourceStats
-from bert_jax.data.tokenizers import wordpiece
+from bert_jax.data.tokenizers import vocabs
 from bert_jax.data.tokenizers.chunk_encoder import CachedSentenceEncoder
 
 # Tokenize documents in batches of about this many sentences / characters (one call amortises the Python overhead).
@@ -47,7 +47,8 @@ class PartTask:
     output_dir: str
 
 
-_ENCODERS: dict[tuple[str, bool], CachedSentenceEncoder] = {}  # per process: the chunk cache serves every shard
+# Per process: the vocab and its chunk cache serve every shard.
+_ENCODERS: dict[tuple[str, bool], tuple[vocabs.Vocab, CachedSentenceEncoder]] = {}
 _PROGRESS: tuple[Any, Any] | None = None  # shared (documents, tokens) counters, set by the pool initializer
 
 
@@ -58,13 +59,14 @@ def _init_worker(progress: tuple[Any, Any] | None) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
-def _encoder(vocab_file: str, lowercase: bool) -> CachedSentenceEncoder:
-    key = (vocab_file, lowercase)
+def _encoder(vocab_path: str, lowercase: bool) -> tuple[vocabs.Vocab, CachedSentenceEncoder]:
+    key = (vocab_path, lowercase)
     if key not in _ENCODERS:
-        tokenizer = wordpiece.load_tokenizer(vocab_file, lowercase=lowercase)
+        vocab = vocabs.load(vocab_path, lowercase=lowercase)
+        tokenizer = vocab.tokenizer()
         vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         token_dtype = np.dtype("<u2" if vocab_size <= 2**16 else "<u4")  # little endian, as records store ids
-        _ENCODERS[key] = CachedSentenceEncoder(tokenizer, token_dtype)
+        _ENCODERS[key] = (vocab, CachedSentenceEncoder(tokenizer, token_dtype))
     return _ENCODERS[key]
 
 
@@ -102,9 +104,9 @@ class _PartBuilder:
     """Turns one shard's tokenized documents into its part files: the corpus counters and the split here, the
     examples by the configured kind; holds the part's record writers."""
 
-    def __init__(self, task: PartTask, tokenizer: Any, token_dtype: np.dtype) -> None:
+    def __init__(self, task: PartTask, vocab: vocabs.Vocab, token_dtype: np.dtype) -> None:
         self.task = task
-        self.unk_id = tokenizer.token_to_id(wordpiece.UNK)
+        self.unk_id = vocab.specials.unk
         self.documents: dict[str, collections.Counter[str]] = {split: collections.Counter() for split in SPLITS}
         self.dropped: collections.Counter[str] = collections.Counter()
         self.writers: dict[tuple[int, str], tuple[ArrayRecordWriter, str, str]] = {}
@@ -115,7 +117,7 @@ class _PartBuilder:
                 self.writers[(length, split)] = (ArrayRecordWriter(temporary_path, PART_WRITER_OPTIONS),
                                                  temporary_path, path)
         self.examples = examples.example_kind(task.config.example_kind).start_part(
-            task.config, task.index, tokenizer, token_dtype,
+            task.config, task.index, vocab.specials, token_dtype,
             {key: writer.write for key, (writer, _, _) in self.writers.items()})
 
     def add(self, index: int, sentences: list[str], token_ids: np.ndarray, sentence_lengths: np.ndarray) -> None:
@@ -156,13 +158,14 @@ class _PartBuilder:
 def build_part(task: PartTask) -> dict[str, Any]:
     """Builds one input shard's part files and returns (and persists) its statistics."""
     config = task.config
-    encoder = _encoder(config.vocab, config.lowercase)
+    vocab, encoder = _encoder(config.vocab, config.lowercase)
     os.makedirs(os.path.dirname(part_records_path(task.output_dir, task.index, 0, "train")), exist_ok=True)
-    builder = _PartBuilder(task, encoder.tokenizer, encoder.token_dtype)
+    builder = _PartBuilder(task, vocab, encoder.token_dtype)
     source_stats = SourceStats()
     document_index = 0
     for batch in _document_batches(task.shard.documents(source_stats)):
-        token_ids, sentence_lengths = encoder.encode([sentence for document in batch for sentence in document])
+        token_ids, sentence_lengths = encoder.encode([text for document in batch
+                                                      for text in vocab.sentence_texts(document)])
         sentence_ends = np.cumsum(sentence_lengths).tolist()
         sentence = token = 0
         for document in batch:

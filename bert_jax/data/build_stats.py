@@ -1,5 +1,5 @@
 """A finished build's stats.json: the parts' counters summed (documents, drops, reader problems, examples and
-output shards per length and split), with the example kind's own entries and warnings."""
+output shards per length and split), with the example kind's own entries and warnings, and the vocab it used."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ MAX_NOTES = 5
 
 
 def summarize(config: BuildConfig, kind: ExampleKind, part_stats: Sequence[dict[str, Any]],
-              outputs: Sequence[OutputShard]) -> dict[str, Any]:
-    """The dataset's stats.json: sums over parts plus rates, fractions and warnings."""
+              outputs: Sequence[OutputShard], vocab: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's stats.json: sums over parts plus rates, fractions and warnings; `vocab` is recorded as given
+    (`Vocab.summary()`: kind, size, special ids), so a reader of the dataset knows what it was tokenized with."""
     maxima = ("longest_document_tokens", "longest_sentence_tokens")
     documents = {split: sum_counters((p["documents"][split] for p in part_stats), maxima) for split in SPLITS}
     all_documents = sum_counters(documents.values(), maxima)
@@ -50,4 +51,5 @@ def summarize(config: BuildConfig, kind: ExampleKind, part_stats: Sequence[dict[
     if not overall["documents"]:
         warnings.append("no document with at least one token was found: the dataset is empty")
     return {"overall": overall, "documents": documents, "dropped": dropped, "source": source,
-            "source_notes": source_notes, "per_length": per_length, "warnings": warnings}
+            "source_notes": source_notes, "per_length": per_length, "warnings": warnings, "vocab": vocab,
+            "example_kind": config.example_kind}

@@ -22,8 +22,10 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from bert_jax import errors
-from bert_jax.data import records
+from bert_jax.data import examples as example_kinds
+from bert_jax.data.build_layout import stored_example_kind
 from bert_jax.data.masking import MaskingConfig, VocabInfo
+from bert_jax.data.tokenizers import vocabs
 from bert_jax.errors import InputError
 
 PROG = "python -m bert_jax.data.inspect"
@@ -60,11 +62,14 @@ def read_stats(data_dir: str) -> dict:
 
 def decode_tokens(
     tokens: Sequence[str], shown_ids: np.ndarray, original_ids: np.ndarray | None = None,
-    masked_positions: Sequence[int] = (),
+    masked_positions: Sequence[int] = (), kind: str = vocabs.WORDPIECE,
 ) -> str:
-    """Tokens joined by spaces with `##` pieces merged; a masked position as `<shown=original>`."""
+    """WordPiece tokens joined by spaces with `##` pieces merged, or byte-level BPE tokens as the text they encode;
+    a masked position as `<shown=original>`."""
     masked = set(int(p) for p in masked_positions)
     original_ids = shown_ids if original_ids is None else original_ids
+    if kind == vocabs.BPE:
+        return _decode_byte_level(tokens, shown_ids, original_ids, masked)
     pieces: list[str] = []
     for position, (shown, original) in enumerate(zip(shown_ids, original_ids)):
         original_token = tokens[int(original)]
@@ -78,6 +83,28 @@ def decode_tokens(
         else:
             pieces.append(text)
     return " ".join(pieces)
+
+
+def _decode_byte_level(tokens: Sequence[str], shown_ids: np.ndarray, original_ids: np.ndarray,
+                       masked: set[int]) -> str:
+    """Runs of unmasked tokens decoded together (a character's bytes may span tokens); each side of a masked
+    position decoded alone, its leading space (`Ġ`) kept outside the brackets."""
+    from tokenizers import decoders
+
+    decoder = decoders.ByteLevel()
+    texts: list[str] = []
+    run: list[str] = []
+    for position, (shown, original) in enumerate(zip(shown_ids, original_ids)):
+        if position not in masked:
+            run.append(tokens[int(original)])
+            continue
+        texts.append(decoder.decode(run))
+        run = []
+        original_text = decoder.decode([tokens[int(original)]])
+        space = " " if original_text.startswith(" ") else ""
+        texts.append(f"{space}<{decoder.decode([tokens[int(shown)]]).strip()}={original_text.strip()}>")
+    texts.append(decoder.decode(run))
+    return "".join(texts)
 
 
 class _Progress:
@@ -118,8 +145,9 @@ def masked_batches(
 
 
 def masked_statistics(batches: Sequence[dict[str, np.ndarray]], vocab: VocabInfo) -> dict[str, float | int]:
-    """Measured rates; `unchanged` includes the rare random replacement that drew the original token."""
+    """Measured rates (`random_next_fraction` for sentence pairs only)."""
     num_examples = maskable = masked = mask_tokens = unchanged = random_next = total_length = 0
+    with_pairs = all("next_sentence_labels" in batch for batch in batches)
     for batch in batches:
         weights = batch["masked_lm_weights"] > 0
         rows, slots = np.nonzero(weights)
@@ -134,11 +162,11 @@ def masked_statistics(batches: Sequence[dict[str, np.ndarray]], vocab: VocabInfo
         masked += len(rows)
         mask_tokens += int(np.sum(shown == vocab.mask_id))
         unchanged += int(np.sum(shown == batch["masked_lm_ids"][rows, slots]))
-        random_next += int(np.sum(batch["next_sentence_labels"]))
+        random_next += int(np.sum(batch["next_sentence_labels"])) if with_pairs else 0
         total_length += int(np.sum(in_sequence))
     if num_examples == 0:
         raise InputError("no examples to measure: the split is empty")
-    return {
+    statistics = {
         "num_examples": num_examples,
         "masked_positions": masked,
         "masked_fraction": masked / max(maskable, 1),
@@ -148,24 +176,31 @@ def masked_statistics(batches: Sequence[dict[str, np.ndarray]], vocab: VocabInfo
         "random_next_fraction": random_next / num_examples,
         "mean_length": total_length / num_examples,
     }
+    if not with_pairs:
+        del statistics["random_next_fraction"]
+    return statistics
 
 
-def stored_examples(data_dir: str, *, max_seq_length: int, split: str, count: int) -> list[records.PairExample]:
-    """The first `count` examples in storage order."""
+def stored_examples(data_dir: str, *, max_seq_length: int, split: str, count: int) -> list:
+    """The first `count` examples in storage order (`records.PairExample`s or `records.PackedExample`s)."""
     import grain
 
     from bert_jax.data.pipeline import shard_paths
 
+    decode = example_kinds.example_kind(stored_example_kind(data_dir)).decode
     source = grain.sources.ArrayRecordDataSource(shard_paths(data_dir, max_seq_length=max_seq_length, split=split))
-    return [records.decode(source[i]) for i in range(min(count, len(source)))]
+    return [decode(source[i]) for i in range(min(count, len(source)))]
 
 
-def _describe_example(tokens: Sequence[str], shown, original, positions, label: int, length: int) -> dict:
-    return {
-        "next_sentence_label": int(label),
+def _describe_example(vocab: vocabs.Vocab, shown, original, positions, label: int | None, length: int) -> dict:
+    description = {
         "length": int(length),
-        "text": decode_tokens(tokens, np.asarray(shown)[:length], np.asarray(original)[:length], positions),
+        "text": decode_tokens(vocab.tokens, np.asarray(shown)[:length], np.asarray(original)[:length], positions,
+                              kind=vocab.kind),
     }
+    if label is not None:  # sentence pairs only
+        description["next_sentence_label"] = int(label)
+    return description
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,11 +234,8 @@ def inspect(args: argparse.Namespace) -> dict:
     max_seq_length = args.max_seq_length if args.max_seq_length is not None else lengths[0]
     if args.num <= 0 or args.decode < 0:
         raise InputError(f"--num must be positive and --decode non-negative, got {args.num} and {args.decode}")
-    vocab_file = os.path.join(args.data_dir, "vocab.txt")
-    from bert_jax.data.tokenizers.wordpiece import read_vocab
-
-    tokens = read_vocab(vocab_file)
-    vocab = VocabInfo.from_tokens(tokens)
+    stored_vocab = vocabs.from_data_dir(args.data_dir)
+    vocab = VocabInfo.from_vocab(stored_vocab)
     report.update(max_seq_length=max_seq_length, split=args.split)
     if args.masked:
         config = MaskingConfig(
@@ -233,9 +265,10 @@ def inspect(args: argparse.Namespace) -> dict:
                     positions = batch["masked_lm_positions"][row][weights]
                     original = np.array(batch["input_ids"][row])
                     original[positions] = batch["masked_lm_ids"][row][weights]
+                    labels = batch.get("next_sentence_labels")
                     shown_rows.append(_describe_example(
-                        tokens, batch["input_ids"][row], original, positions, batch["next_sentence_labels"][row],
-                        int(batch["input_mask"][row].sum()),
+                        stored_vocab, batch["input_ids"][row], original, positions,
+                        None if labels is None else labels[row], int(batch["input_mask"][row].sum()),
                     ))
                     if len(shown_rows) == args.decode:
                         break
@@ -244,7 +277,8 @@ def inspect(args: argparse.Namespace) -> dict:
             report["examples"] = shown_rows
     elif args.decode:
         report["examples"] = [
-            _describe_example(tokens, ex.input_ids, ex.input_ids, (), ex.next_sentence_label, len(ex.input_ids))
+            _describe_example(stored_vocab, ex.input_ids, ex.input_ids, (), getattr(ex, "next_sentence_label", None),
+                              len(ex.input_ids))
             for ex in stored_examples(args.data_dir, max_seq_length=max_seq_length, split=args.split, count=args.decode)
         ]
     return report
@@ -266,13 +300,15 @@ def format_text(report: dict) -> str:
                 f"configured {1 - config['mask_token_prob'] - config['random_token_prob']:.2g} of masked positions"
             ),
             "random_next_fraction": "built with 0.5",
-            "mean_length": "tokens including [CLS] and [SEP]",
+            "mean_length": "tokens including [CLS] and [SEP] (<s> and </s>)",
         }
         for name, note in expected.items():
-            lines.append(f"{name:<24}{report['masked'][name]:>10.4f}   ({note})")
+            if name in report["masked"]:  # random_next_fraction: sentence pairs only
+                lines.append(f"{name:<24}{report['masked'][name]:>10.4f}   ({note})")
     for number, example in enumerate(report.get("examples", [])):
-        nsp = "random next" if example["next_sentence_label"] else "true next"
-        lines.append(f"-- example {number}: {example['length']} tokens, {nsp} --")
+        label = example.get("next_sentence_label")
+        nsp = "" if label is None else ", random next" if label else ", true next"
+        lines.append(f"-- example {number}: {example['length']} tokens{nsp} --")
         lines.append(example["text"])
     return "\n".join(lines)
 

@@ -1,8 +1,11 @@
-"""Online masked-LM masking of sentence-pair examples, pure NumPy.
+"""Online masked-LM masking of pre-training examples (sentence pairs or packed sequences), pure NumPy, for any
+vocabulary: every id it needs comes from the vocab's special tokens (`VocabInfo`), WordPiece or byte-level BPE.
 
-The rules follow google-research/bert `create_masked_lm_predictions`, with two deliberate differences:
-the prediction budget counts only maskable tokens (not [CLS]/[SEP]), and a random replacement is drawn from
-the vocabulary *minus* special tokens (the original could put `[MASK]`, `[CLS]` or `[unused12]` there).
+The rules follow google-research/bert `create_masked_lm_predictions` (RoBERTa's are the same 15% / 80-10-10), with
+three deliberate differences: the prediction budget counts only maskable tokens (not [CLS]/[SEP], `<s>`/`</s>`);
+a random replacement is drawn from the vocabulary *minus* special tokens (the original could put `[MASK]`, `[CLS]`
+or `[unused12]` there); and it differs from the original token, as the RoBERTa recipe asks (BERT's could draw the
+original back, with probability 1/|non-special|: such a draw is now re-drawn among the others, see `mask_batch`).
 
 Every random number is a pure function of (seed, epoch, example index, position): each example gets its own
 Philox stream keyed by `(seed, index)` and started at a counter that encodes the epoch. So the mask of an
@@ -18,14 +21,13 @@ over the batch (`mask_batch`); `mask_example` is `mask_batch` on a batch of one.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Sequence
 
 import numpy as np
 
 from bert_jax.data import records
+from bert_jax.data.tokenizers import vocabs
 
-_SPECIAL_TOKEN_PATTERN = re.compile(r"^\[[^\[\]\s]+\]$")  # [PAD], [MASK], [unused7], ...
 _UINT64_TO_UNIT = 2.0**-53  # (raw >> 11) * 2**-53 is uniform on [0, 1) with 53 random bits
 _NOT_MASKABLE = 2.0  # priority above any uniform draw: such positions are never chosen
 
@@ -38,7 +40,7 @@ class MaskingConfig:
     masked_lm_prob: float = 0.15  # fraction of maskable tokens to predict (rounded, at least 1)
     mask_token_prob: float = 0.8  # of the predicted positions: shown as [MASK]
     random_token_prob: float = 0.1  # ... shown as a random non-special token; the rest are left unchanged
-    whole_word: bool = False  # choose whole words (a token and its following ## pieces)
+    whole_word: bool = False  # choose whole words (a token and its following ## pieces, or its Ġ-less BPE tokens)
     static: bool = False  # same mask every epoch (as the original's offline masking), else dynamic
 
     def __post_init__(self) -> None:
@@ -67,7 +69,11 @@ class MaskingConfig:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class VocabInfo:
-    """What masking needs to know about a vocabulary."""
+    """What masking needs to know about a vocabulary, WordPiece or byte-level BPE (`kind`).
+
+    `cls_id`/`sep_id` are `[CLS]`/`[SEP]` or `<s>`/`</s>`; they and `pad_id` are never masked. Batches are padded
+    with `pad_id` (`<pad>` is 1 in RoBERTa's vocab).
+    """
 
     vocab_size: int
     pad_id: int
@@ -75,39 +81,52 @@ class VocabInfo:
     sep_id: int
     mask_id: int
     unk_id: int
-    special_ids: np.ndarray  # int32 ids of every `[...]`-style token ([PAD], [unused0], ...)
-    is_continuation: np.ndarray  # bool [vocab_size]: the token starts with `##`
+    special_ids: np.ndarray  # int32 ids of every special token ([PAD], [unused0], ...; <s>, <mask>, ...)
+    is_continuation: np.ndarray  # bool [vocab_size]: the token continues a word (`##...`; BPE: no leading `Ġ`)
     replacement_ids: np.ndarray  # int32 ids a random replacement is drawn from: all but special_ids
+    kind: str = vocabs.WORDPIECE
+
+    @property
+    def specials(self) -> vocabs.SpecialIds:
+        return vocabs.SpecialIds(pad=self.pad_id, unk=self.unk_id, cls=self.cls_id, sep=self.sep_id,
+                                 mask=self.mask_id)
 
     @classmethod
-    def from_tokens(cls, tokens: Sequence[str]) -> "VocabInfo":
-        index = {token: token_id for token_id, token in enumerate(tokens)}
-        missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t not in index]
-        if missing:
-            raise ValueError(f"vocabulary lacks the BERT special tokens {missing}")
-        special = np.array([i for i, t in enumerate(tokens) if _SPECIAL_TOKEN_PATTERN.match(t)], dtype=np.int32)
-        is_special = np.zeros(len(tokens), dtype=bool)
-        is_special[special] = True
+    def from_vocab(cls, vocab: vocabs.Vocab) -> "VocabInfo":
+        is_special = np.zeros(vocab.size, dtype=bool)
+        is_special[list(vocab.special_token_ids)] = True
         replacement = np.flatnonzero(~is_special).astype(np.int32)
         if replacement.size == 0:
             raise ValueError("vocabulary has only special tokens: nothing to draw random replacements from")
+        specials = vocab.specials
         return cls(
-            vocab_size=len(tokens),
-            pad_id=index["[PAD]"],
-            cls_id=index["[CLS]"],
-            sep_id=index["[SEP]"],
-            mask_id=index["[MASK]"],
-            unk_id=index["[UNK]"],
-            special_ids=special,
-            is_continuation=np.array([t.startswith("##") for t in tokens], dtype=bool),
+            vocab_size=vocab.size,
+            pad_id=specials.pad,
+            cls_id=specials.cls,
+            sep_id=specials.sep,
+            mask_id=specials.mask,
+            unk_id=specials.unk,
+            special_ids=np.flatnonzero(is_special).astype(np.int32),
+            is_continuation=np.array([vocab.continues_word(token) for token in vocab.tokens], dtype=bool)
+            & ~is_special,
             replacement_ids=replacement,
+            kind=vocab.kind,
         )
 
     @classmethod
-    def from_vocab_file(cls, path: str) -> "VocabInfo":
-        from bert_jax.data.tokenizers.wordpiece import read_vocab  # validates the file and names the problem
+    def from_tokens(cls, tokens: Sequence[str]) -> "VocabInfo":
+        """A WordPiece vocab's, from its tokens in id order."""
+        return cls.from_vocab(vocabs.wordpiece_vocab(list(tokens), path="<tokens>", lowercase=False))
 
-        return cls.from_tokens(read_vocab(path))
+    @classmethod
+    def from_vocab_file(cls, path: str) -> "VocabInfo":
+        """From a vocab of either kind: a `vocab.txt`, a BPE `tokenizer.json`, or either's directory."""
+        return cls.from_vocab(vocabs.load(path, lowercase=False))
+
+    @classmethod
+    def from_data_dir(cls, data_dir: str) -> "VocabInfo":
+        """From the vocab a built dataset carries, whatever its kind."""
+        return cls.from_vocab(vocabs.from_data_dir(data_dir))
 
 
 def num_to_predict(num_maskable: np.ndarray | int, config: MaskingConfig) -> np.ndarray:
@@ -179,8 +198,11 @@ def _choose_whole_words(
 ) -> np.ndarray:
     """Whole-word selection as the original: words in random order, a word that would overshoot is skipped.
 
-    A word is a maskable token plus the maskable `##` tokens right after it; a `##` token after [CLS]/[SEP]
-    starts a word of its own, so a word never spans segments. The word's priority is its first token's.
+    A word is a maskable token plus the maskable continuation tokens right after it (WordPiece's `##` pieces; BPE
+    tokens without the leading-space marker `Ġ`, e.g. the `,` of `Ġword ,`); a continuation token after
+    [CLS]/[SEP] (`<s>`/`</s>`) starts a word of its own, so a word never spans segments or documents (a document's
+    first BPE word has no `Ġ`, and follows `<s>`; the build gives every later sentence its leading space). The
+    word's priority is its first token's.
     """
     batch_size, seq_len = priority.shape
     previous_maskable = np.zeros_like(maskable)
@@ -207,7 +229,7 @@ def _choose_whole_words(
 
 
 def mask_batch(
-    examples: Sequence[records.PairExample],
+    examples: Sequence[records.PairExample] | Sequence[records.PackedExample],
     *,
     max_seq_length: int,
     config: MaskingConfig,
@@ -220,12 +242,18 @@ def mask_batch(
 
     `indices` are the examples' global record indices and `epochs` the epoch each was drawn in (a scalar or one
     per example); with `config.static` the epoch is ignored. Row i equals `mask_example(examples[i], ...)`.
+    Sentence pairs give segment ids 0/1 and `next_sentence_labels`; packed sequences give segment ids 0 and no
+    labels. Positions past an example's end hold `vocab.pad_id`.
     """
     batch_size, seq_len, max_predictions = len(examples), max_seq_length, config.max_predictions
     indices = _as_row_values(indices, batch_size, "indices")
     epochs = _as_row_values(0 if config.static else epochs, batch_size, "epochs")
+    pairs = [isinstance(example, records.PairExample) for example in examples]
+    if any(pairs) and not all(pairs):
+        raise ValueError("mask_batch: a batch mixes sentence pairs and packed sequences")
+    with_pairs = all(pairs)
 
-    original_ids = np.zeros((batch_size, seq_len), dtype=np.int32)
+    original_ids = np.full((batch_size, seq_len), vocab.pad_id, dtype=np.int32)
     segment_ids = np.zeros((batch_size, seq_len), dtype=np.int32)
     lengths = np.zeros(batch_size, dtype=np.int64)
     next_sentence_labels = np.zeros(batch_size, dtype=np.int32)
@@ -239,9 +267,10 @@ def mask_batch(
                 f"seq_{seq_len} directory built for this length (python -m bert_jax.data.build --max_seq_length)"
             )
         original_ids[row, :length] = example.input_ids
-        segment_ids[row, example.len_a + 2 : length] = 1
         lengths[row] = length
-        next_sentence_labels[row] = example.next_sentence_label
+        if with_pairs:
+            segment_ids[row, example.len_a + 2 : length] = 1
+            next_sentence_labels[row] = example.next_sentence_label
         uniforms[:, row, :length] = drawer.uniforms(int(epochs[row]), int(indices[row]), 3 * length).reshape(3, length)
     priority_u, action_u, replacement_u = uniforms
 
@@ -257,11 +286,10 @@ def mask_batch(
 
     show_mask = chosen & (action_u < config.mask_token_prob)
     show_random = chosen & ~show_mask & (action_u < config.mask_token_prob + config.random_token_prob)
-    replacement_slot = np.minimum(
-        (replacement_u * len(vocab.replacement_ids)).astype(np.int64), len(vocab.replacement_ids) - 1
-    )
-    input_ids = np.where(show_mask, vocab.mask_id, original_ids)
-    input_ids = np.where(show_random, vocab.replacement_ids[replacement_slot], input_ids).astype(np.int32)
+    input_ids = np.where(show_mask, vocab.mask_id, original_ids).astype(np.int32)
+    random_rows, random_positions = np.nonzero(show_random)  # ~1.5% of positions: draw there only
+    input_ids[random_rows, random_positions] = _random_replacements(
+        replacement_u[random_rows, random_positions], original_ids[random_rows, random_positions], vocab)
 
     # Row-major nonzero lists each row's positions in increasing order: the sorted-positions contract.
     rows, positions = np.nonzero(chosen)
@@ -272,19 +300,40 @@ def mask_batch(
     masked_lm_positions[rows, slots] = positions
     masked_lm_ids[rows, slots] = original_ids[rows, positions]
     masked_lm_weights[rows, slots] = 1.0
-    return {
+    batch = {
         "input_ids": input_ids,
         "input_mask": in_sequence.astype(np.int32),
         "segment_ids": segment_ids,
         "masked_lm_positions": masked_lm_positions,
         "masked_lm_ids": masked_lm_ids,
         "masked_lm_weights": masked_lm_weights,
-        "next_sentence_labels": next_sentence_labels,
     }
+    if with_pairs:
+        batch["next_sentence_labels"] = next_sentence_labels
+    return batch
+
+
+def _random_replacements(uniform: np.ndarray, original_ids: np.ndarray, vocab: VocabInfo) -> np.ndarray:
+    """Per position, a non-special token other than the original, uniformly, from one uniform draw.
+
+    slot = floor(u * n) picks among the n replacement ids; where that is the original token, the fraction
+    u * n - slot (uniform on [0, 1) given the slot) picks among the other n - 1. Every other draw keeps the token
+    `floor(u * n)` always gave, so a batch changed from before only where the original token was drawn back.
+    """
+    count = len(vocab.replacement_ids)
+    scaled = uniform * count
+    slot = np.minimum(scaled.astype(np.int64), count - 1)
+    drawn = vocab.replacement_ids[slot]
+    drawn_back = drawn == original_ids
+    if count > 1 and drawn_back.any():
+        other = np.minimum(((scaled - slot) * (count - 1)).astype(np.int64), count - 2)
+        other += other >= slot  # skip the original's own slot
+        drawn = np.where(drawn_back, vocab.replacement_ids[other], drawn)
+    return drawn
 
 
 def mask_example(
-    example: records.PairExample,
+    example: records.PairExample | records.PackedExample,
     *,
     max_seq_length: int,
     config: MaskingConfig,
@@ -293,7 +342,7 @@ def mask_example(
     epoch: int,
     index: int,
 ) -> dict[str, np.ndarray]:
-    """One masked, padded example: [S] and [P] arrays and a scalar `next_sentence_labels`."""
+    """One masked, padded example: [S] and [P] arrays and, for a sentence pair, a scalar `next_sentence_labels`."""
     batch = mask_batch(
         [example], max_seq_length=max_seq_length, config=config, vocab=vocab, seed=seed, epochs=epoch,
         indices=[index],

@@ -1,5 +1,9 @@
 """grain input pipeline: built ArrayRecord shards -> per-host, shuffled, masked, batched NumPy batches.
 
+Any built dataset: sentence pairs (`nsp_pairs`: batches with `next_sentence_labels`) or packed sequences
+(`full_sentences`, `doc_sentences`: segment ids 0, no `next_sentence_labels`), with any vocab. The example kind is
+read from the directory's build_config.json and the vocab from the files it carries (`VocabInfo.from_data_dir`).
+
     DATA_DIR/seq_{L}/{split}-*-of-*.array_record
       -> slots of this host (record keys process_index, process_index + process_count, ...)
       -> shuffle per epoch (grain index shuffle, seed + epoch) -> repeat num_epochs
@@ -38,13 +42,25 @@ from typing import Sequence
 import grain
 import numpy as np
 
-from bert_jax.data import records
+from bert_jax.data import examples as example_kinds
+from bert_jax.data.build_layout import stored_example_kind
 from bert_jax.data.masking import MaskingConfig, VocabInfo, mask_batch
 from bert_jax.errors import InputError
 
 _SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.array_record$")
 # One prefetch thread overlaps masking with the caller's work; more threads only contend for the GIL.
 _READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
+
+
+# What every batch of the loader holds, whatever the example kind (which may add labels, `ExampleKind.labels`).
+MASKED_LM_FIELDS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
+                    "masked_lm_weights")
+
+
+def batch_fields(data_dir: str) -> tuple[str, ...]:
+    """The fields of the training batches `make_loader` yields for the dataset in `data_dir` (eval batches add
+    `example_weights`)."""
+    return MASKED_LM_FIELDS + tuple(example_kinds.example_kind(stored_example_kind(data_dir)).labels)
 
 
 def shard_paths(data_dir: str, *, max_seq_length: int, split: str) -> list[str]:
@@ -113,6 +129,7 @@ def _stack_slots(slots: Sequence[tuple[int, int]]) -> np.ndarray:
 class _ReadAndMask(grain.transforms.Map):
     """[b, 2] (epoch, record key) -> one masked batch of the batch contract (padded to batch_size rows)."""
 
+    example_kind: str  # a name in bert_jax.data.examples.EXAMPLE_KINDS: how records decode, what padding is
     paths: tuple[str, ...]
     batch_size: int
     max_seq_length: int
@@ -123,9 +140,10 @@ class _ReadAndMask(grain.transforms.Map):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_source", grain.sources.ArrayRecordDataSource(list(self.paths)))
-        padding_ids = np.array([self.vocab.cls_id, self.vocab.sep_id, self.vocab.sep_id], dtype=np.int32)
-        # [CLS] [SEP] [SEP]: nothing maskable, so no predictions; a few real positions keep attention finite.
-        object.__setattr__(self, "_padding", records.PairExample(padding_ids, 0, 0))
+        kind = example_kinds.example_kind(self.example_kind)
+        object.__setattr__(self, "_decode", kind.decode)
+        # Special tokens only ([CLS] [SEP] [SEP], or <s> </s>): nothing to predict, attention stays finite.
+        object.__setattr__(self, "_padding", kind.padding_example(self.vocab.specials))
 
     def __getstate__(self) -> dict:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
@@ -140,7 +158,7 @@ class _ReadAndMask(grain.transforms.Map):
         keys = np.full(self.batch_size, -1, dtype=np.int64)
         epochs[: len(slots)], keys[: len(slots)] = slots[:, 0], slots[:, 1]
         real = keys >= 0
-        examples = [records.decode(self._source[int(key)]) if key >= 0 else self._padding for key in keys]
+        examples = [self._decode(self._source[int(key)]) if key >= 0 else self._padding for key in keys]
         batch = mask_batch(
             examples, max_seq_length=self.max_seq_length, config=self.config, vocab=self.vocab, seed=self.seed,
             epochs=epochs, indices=np.where(real, keys, 0),
@@ -214,7 +232,9 @@ def make_loader(
             f"{split} split of {data_dir}/seq_{max_seq_length} has {num_records} examples, fewer than the "
             f"{process_count} processes: build more data or pass drop_remainder=False"
         )
-    vocab = VocabInfo.from_vocab_file(os.path.join(data_dir, "vocab.txt"))
+    vocab = VocabInfo.from_data_dir(data_dir)
+    example_kind = stored_example_kind(data_dir)
+    example_kinds.example_kind(example_kind)  # a clear error for a kind this version does not know
 
     slots = grain.MapDataset.range(slots_per_epoch)
     if shuffle:
@@ -225,7 +245,7 @@ def make_loader(
         .batch(batch_size, drop_remainder=drop_remainder, batch_fn=_stack_slots)
         .map(
             _ReadAndMask(
-                paths=tuple(paths), batch_size=batch_size, max_seq_length=max_seq_length, config=masking,
+                example_kind=example_kind, paths=tuple(paths), batch_size=batch_size, max_seq_length=max_seq_length, config=masking,
                 vocab=vocab, seed=seed, with_example_weights=not drop_remainder,
             )
         )

@@ -1,8 +1,8 @@
-"""Our parameters <-> Hugging Face BERT parameter names; safetensors read and write; HF directory export and import.
+"""Hugging Face model directories: safetensors read and write, `config.json`, the tokenizer files, export and
+import for every architecture of the family (the name tables are in `hf_names.py`).
 
-The table `_name_map` is the single source of the correspondence. Our attention kernels keep heads as their own axis
-([D, N, H] and [N, H, D]) so they can be sharded over heads; HF stores every dense layer as [out, in]. Loading is
-safetensors only: a pickle checkpoint (`pytorch_model.bin`) can run arbitrary code when loaded and is refused.
+Loading is safetensors only: a pickle checkpoint (`pytorch_model.bin`) can run arbitrary code when loaded and is
+refused.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,22 +20,22 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from bert_jax import fileio
+from bert_jax import fileio, models
 from bert_jax.data.tokenizers.wordpiece import is_lowercase_vocab
 from bert_jax.errors import CheckpointError
-from bert_jax.models.bert import BertForPreTraining
-from bert_jax.models.bert_config import BertConfig
+from bert_jax.interop import hf_names
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+# A byte-level BPE tokenizer's files, copied as they are from the directory of the run's tokenizer.json.
+BPE_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 # Every file export may write; nothing else is ever created in the output directory.
 EXPORT_FILES = (
     SAFETENSORS_FILE,
     "config.json",
     "vocab.txt",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
+    *BPE_TOKENIZER_FILES,
 )
 SPECIAL_TOKENS = {
     "unk_token": "[UNK]",
@@ -44,95 +44,25 @@ SPECIAL_TOKENS = {
     "cls_token": "[CLS]",
     "mask_token": "[MASK]",
 }
-# Weights that HF checkpoints carry but that are not parameters (buffers) or duplicate a tied parameter.
-_IGNORED_KEYS = ("embeddings.position_ids", "cls.predictions.decoder.weight")
-# Which HF head each key prefix belongs to, for the "freshly initialised" report.
-HEADS = {
-    "bert.pooler.": "pooler",
-    "cls.predictions.": "MLM head",
-    "cls.seq_relationship.": "NSP head",
-}
 
 
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-    ours: tuple  # path in nnx.state(model, nnx.Param)
-    hf: str  # HF BertForPreTraining state-dict name
-    to_hf: Callable[[np.ndarray], np.ndarray]
-    from_hf: Callable[[np.ndarray], np.ndarray]
+def architecture(config) -> hf_names.Architecture:
+    if config.model_type not in hf_names.ARCHITECTURES:
+        raise CheckpointError(f"no Hugging Face name table for model_type {config.model_type!r}")
+    return hf_names.ARCHITECTURES[config.model_type]
 
 
-def _same(x):
-    return x
-
-
-def _name_map(config: BertConfig) -> list[_Entry]:
-    d, n, h = config.hidden_size, config.num_attention_heads, config.head_dim
-
-    def dense(ours, hf):  # our [in, out] kernel <-> HF [out, in] weight
-        return [
-            _Entry(ours + ("kernel",), hf + ".weight", lambda x: x.T, lambda x: x.T),
-            _Entry(ours + ("bias",), hf + ".bias", _same, _same),
-        ]
-
-    def layer_norm(ours, hf):
-        return [
-            _Entry(ours + ("scale",), hf + ".weight", _same, _same),
-            _Entry(ours + ("bias",), hf + ".bias", _same, _same),
-        ]
-
-    def heads_in(ours, hf):  # our [D, N, H] <-> HF [N*H, D]
-        return [
-            _Entry(ours + ("kernel",), hf + ".weight", lambda x: x.reshape(d, n * h).T, lambda x: x.T.reshape(d, n, h)),
-            _Entry(ours + ("bias",), hf + ".bias", lambda x: x.reshape(n * h), lambda x: x.reshape(n, h)),
-        ]
-
-    def heads_out(ours, hf):  # our [N, H, D] <-> HF [D, N*H]
-        return [
-            _Entry(ours + ("kernel",), hf + ".weight", lambda x: x.reshape(n * h, d).T, lambda x: x.T.reshape(n, h, d)),
-            _Entry(ours + ("bias",), hf + ".bias", _same, _same),
-        ]
-
-    emb = ("bert", "embeddings")
-    entries = [
-        _Entry(emb + ("word_embeddings", "embedding"), "bert.embeddings.word_embeddings.weight", _same, _same),
-        _Entry(emb + ("position_embeddings", "embedding"), "bert.embeddings.position_embeddings.weight", _same, _same),
-        _Entry(emb + ("token_type_embeddings", "embedding"), "bert.embeddings.token_type_embeddings.weight", _same, _same),
-        *layer_norm(emb + ("layer_norm",), "bert.embeddings.LayerNorm"),
-    ]
-    for i in range(config.num_hidden_layers):
-        ours, hf = ("bert", "layers", i), f"bert.encoder.layer.{i}"
-        entries += [
-            *heads_in(ours + ("attention", "query"), hf + ".attention.self.query"),
-            *heads_in(ours + ("attention", "key"), hf + ".attention.self.key"),
-            *heads_in(ours + ("attention", "value"), hf + ".attention.self.value"),
-            *heads_out(ours + ("attention", "output"), hf + ".attention.output.dense"),
-            *layer_norm(ours + ("attention", "layer_norm"), hf + ".attention.output.LayerNorm"),
-            *dense(ours + ("intermediate",), hf + ".intermediate.dense"),
-            *dense(ours + ("output",), hf + ".output.dense"),
-            *layer_norm(ours + ("layer_norm",), hf + ".output.LayerNorm"),
-        ]
-    entries += [
-        *dense(("bert", "pooler"), "bert.pooler.dense"),
-        *dense(("mlm_transform",), "cls.predictions.transform.dense"),
-        *layer_norm(("mlm_layer_norm",), "cls.predictions.transform.LayerNorm"),
-        _Entry(("mlm_bias",), "cls.predictions.bias", _same, _same),
-        *dense(("nsp",), "cls.seq_relationship"),
-    ]
-    return entries
-
-
-def _flat_params(model: BertForPreTraining) -> dict[tuple, nnx.Variable]:
+def _flat_params(model) -> dict[tuple, nnx.Variable]:
     return {tuple(path): var for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
 # ----------------------------------------------------------------------------------------------------- export
 
 
-def _entries(model) -> list[_Entry]:
+def _entries(model) -> list[hf_names.Entry]:
     """The name-table entries of the parameters this model has (a `BertForMaskedLM` has no pooler or NSP head)."""
     params = _flat_params(model)
-    return [entry for entry in _name_map(model.config) if entry.ours in params]
+    return [entry for entry in architecture(model.config).entries(model.config) if entry.ours in params]
 
 
 def to_hf_state_dict(model) -> dict[str, np.ndarray]:
@@ -143,14 +73,13 @@ def to_hf_state_dict(model) -> dict[str, np.ndarray]:
             for e in _entries(model)}
 
 
-def hf_config_dict(config: BertConfig, architecture: str = "BertForPreTraining") -> dict:
-    """`config.json` for `transformers.{architecture}` (and `AutoModel`)."""
+def hf_config_dict(config, architecture_name: str = "BertForPreTraining") -> dict:
+    """`config.json` for `transformers.{architecture_name}` (and the `Auto*` classes)."""
     return {
-        "architectures": [architecture],
-        "model_type": "bert",
+        "architectures": [architecture_name],
+        "model_type": config.model_type,
         **config.to_hf_dict(),
-        "pad_token_id": 0,
-        "position_embedding_type": "absolute",
+        **architecture(config).config_extra,
         "tie_word_embeddings": True,
         "dtype": config.param_dtype,
     }
@@ -185,16 +114,18 @@ def tokenizer_config_dict(lowercase: bool) -> dict:
 
 
 def export_pretrained(
-    model: BertForPreTraining,
+    model,
     output_dir: str | os.PathLike,
     *,
     vocab_file: str | os.PathLike | None = None,
     lowercase: bool | None = None,
     force: bool = False,
 ) -> list[Path]:
-    """Writes an HF `BertForPreTraining` directory: `model.safetensors`, `config.json` and, with a vocab, the tokenizer.
+    """Writes an HF directory of the model's class (`BertForPreTraining`, `RobertaForMaskedLM`, ...):
+    `model.safetensors`, `config.json` and, with a vocab, the tokenizer: a WordPiece `vocab.txt` with its
+    `tokenizer_config.json`, or a byte-level BPE `tokenizer.json` with the files beside it.
 
-    `lowercase` defaults to what the vocab's own `tokenizer_config.json` says (cased when it says nothing).
+    `lowercase` (WordPiece) defaults to what the vocab's own `tokenizer_config.json` says (cased when it says nothing).
     """
     output_dir = _check_output_dir(Path(output_dir), force)
     tensors = to_hf_state_dict(model)
@@ -203,20 +134,35 @@ def export_pretrained(
     written.append(fileio.write_json(output_dir / "config.json",
                                      hf_config_dict(model.config, type(model).__name__), indent=2))
     if vocab_file is not None:
-        vocab_file = Path(vocab_file)
-        vocab_text = vocab_file.read_text(encoding="utf-8")
-        vocab_size = len(vocab_text.splitlines())
-        if vocab_size != model.config.vocab_size:
-            raise CheckpointError(
-                f"{vocab_file} has {vocab_size} tokens but the model's vocab_size is {model.config.vocab_size}; "
-                "pass the vocab the model was trained with"
-            )
-        if lowercase is None:
-            lowercase = is_lowercase_vocab(str(vocab_file))
-        written.append(fileio.write_text(output_dir / "vocab.txt", vocab_text))
-        written.append(fileio.write_json(output_dir / "tokenizer_config.json", tokenizer_config_dict(lowercase), indent=2))
-        written.append(fileio.write_json(output_dir / "special_tokens_map.json", SPECIAL_TOKENS, indent=2))
+        written += _export_tokenizer(Path(vocab_file), output_dir, model.config.vocab_size, lowercase)
     return written
+
+
+def _export_tokenizer(vocab_file: Path, output_dir: Path, vocab_size: int, lowercase: bool | None) -> list[Path]:
+    if vocab_file.name == "tokenizer.json":
+        import tokenizers
+
+        size = tokenizers.Tokenizer.from_file(str(vocab_file)).get_vocab_size()
+        if size != vocab_size:
+            raise CheckpointError(f"{vocab_file} has {size} tokens but the model's vocab_size is {vocab_size}; pass "
+                                  "the tokenizer the model was trained with")
+        names = [name for name in BPE_TOKENIZER_FILES if (vocab_file.parent / name).is_file()]
+        return [fileio.write_atomic(output_dir / name, lambda p, name=name: shutil.copyfile(vocab_file.parent / name, p))
+                for name in names]
+    vocab_text = vocab_file.read_text(encoding="utf-8")
+    size = len(vocab_text.splitlines())
+    if size != vocab_size:
+        raise CheckpointError(
+            f"{vocab_file} has {size} tokens but the model's vocab_size is {vocab_size}; "
+            "pass the vocab the model was trained with"
+        )
+    if lowercase is None:
+        lowercase = is_lowercase_vocab(str(vocab_file))
+    return [
+        fileio.write_text(output_dir / "vocab.txt", vocab_text),
+        fileio.write_json(output_dir / "tokenizer_config.json", tokenizer_config_dict(lowercase), indent=2),
+        fileio.write_json(output_dir / "special_tokens_map.json", SPECIAL_TOKENS, indent=2),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------- import
@@ -228,11 +174,12 @@ class ImportReport:
 
     loaded: list[str]
     missing: list[str]  # HF names absent from the checkpoint, freshly initialised
-    unused: list[str]  # checkpoint names that are not part of BertForPreTraining
+    unused: list[str]  # checkpoint names that are not part of the model
+    heads: dict[str, str] = dataclasses.field(default_factory=dict)  # HF name prefix -> head, for the report
 
     @property
     def missing_heads(self) -> list[str]:
-        heads = {head for name in self.missing for prefix, head in HEADS.items() if name.startswith(prefix)}
+        heads = {head for name in self.missing for prefix, head in self.heads.items() if name.startswith(prefix)}
         return sorted(heads)
 
     def summary(self) -> str:
@@ -250,8 +197,9 @@ class ImportReport:
         return "\n".join(lines)
 
 
-def config_from_hf(model_dir: str | os.PathLike, **overrides) -> BertConfig:
-    """Our `BertConfig` from an HF `config.json`; fields we do not model are refused if they change the function."""
+def config_from_hf(model_dir: str | os.PathLike, **overrides):
+    """Our config of the directory's architecture (`BertConfig`, `RobertaConfig`) from its `config.json`; fields we do
+    not model are refused if they change the function."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{path} not found: a Hugging Face model directory needs config.json")
@@ -260,16 +208,18 @@ def config_from_hf(model_dir: str | os.PathLike, **overrides) -> BertConfig:
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
     model_type = hf.get("model_type", "bert")
-    if model_type != "bert":
-        raise CheckpointError(f"{path}: model_type is {model_type!r}; bert_jax loads BERT checkpoints (model_type 'bert')")
+    if model_type not in hf_names.ARCHITECTURES:
+        raise CheckpointError(f"{path}: model_type is {model_type!r}; bert_jax loads "
+                              f"{', '.join(sorted(hf_names.ARCHITECTURES))} checkpoints")
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(
             f"{path}: position_embedding_type {hf['position_embedding_type']!r} is not supported (only 'absolute')"
         )
-    values = {name: hf[name] for name in BertConfig.HF_FIELDS if name in hf}
-    values.update(overrides)
+    config_class = models.config_class(model_type)
+    values = {name: hf[name] for name in config_class.HF_FIELDS if name in hf}
+    values.update(overrides, model_type=model_type)
     try:
-        return BertConfig.from_mapping(values)
+        return config_class.from_mapping(values)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
 
@@ -301,27 +251,13 @@ def read_safetensors(model_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _canonical_name(key: str) -> str:
-    """HF names as `BertForPreTraining` spells them, whatever class or era wrote the checkpoint."""
-    if key.startswith(("embeddings.", "encoder.", "pooler.")):  # BertModel has no "bert." prefix
-        key = "bert." + key
-    # TF-era checkpoints name LayerNorm parameters gamma/beta; transformers renames them the same way.
-    if key.endswith(".gamma"):
-        key = key[: -len(".gamma")] + ".weight"
-    elif key.endswith(".beta"):
-        key = key[: -len(".beta")] + ".bias"
-    if key == "cls.predictions.decoder.bias":  # tied to cls.predictions.bias
-        key = "cls.predictions.bias"
-    return key
-
-
 def from_hf_state_dict(model, tensors: dict[str, np.ndarray]) -> ImportReport:
     """Copies HF tensors into `model` in place (cast to its param dtype); returns what was loaded and missing."""
+    names = architecture(model.config)
     by_name = {}
-    unused = []
     for key, value in tensors.items():
-        name = _canonical_name(key)
-        if any(name.endswith(ignored) for ignored in _IGNORED_KEYS):
+        name = names.canonical(key)
+        if any(name.endswith(ignored) for ignored in names.ignored):
             continue
         by_name[name] = value
     params = _flat_params(model)
@@ -343,13 +279,14 @@ def from_hf_state_dict(model, tensors: dict[str, np.ndarray]) -> ImportReport:
         variable.set_value(jnp.asarray(value, dtype=current.dtype))
         loaded.append(entry.hf)
     unused = sorted(set(by_name) - known)
-    return ImportReport(loaded=loaded, missing=missing, unused=unused)
+    return ImportReport(loaded=loaded, missing=missing, unused=unused, heads=names.heads)
 
 
-def load_pretrained(
-    model_dir: str | os.PathLike, *, seed: int = 0, model_class=BertForPreTraining, **config_overrides
-) -> tuple[BertForPreTraining, ImportReport]:
-    """Loads any HF BERT safetensors checkpoint (`BertModel`, `BertForPreTraining`, `BertForMaskedLM`, ...).
+def load_pretrained(model_dir: str | os.PathLike, *, seed: int = 0, heads: tuple[str, ...] = ("mlm", "nsp"),
+                    **config_overrides):
+    """Loads any HF safetensors checkpoint of the family (`BertModel`, `BertForPreTraining`, `BertForMaskedLM`,
+    `RobertaModel`, `RobertaForMaskedLM`, ...) into our model of its architecture with `heads` (BERT's default: MLM
+    and NSP, as `BertForPreTraining`; RoBERTa has the MLM head only).
 
     Parameters the checkpoint lacks (e.g. the NSP head of a `BertForMaskedLM`) keep their fresh initialisation from
     `seed` and are listed in the report. `config_overrides` (e.g. `dtype="bfloat16"`) replace config.json values.
@@ -359,10 +296,13 @@ def load_pretrained(
         raise CheckpointError(f"model directory {model_dir} does not exist")
     config = config_from_hf(model_dir, **config_overrides)
     tensors = read_safetensors(model_dir)
-    model = model_class(config, rngs=nnx.Rngs(seed))
+    available = models.model_heads(config)
+    heads = tuple(heads) if tuple(heads) in available else available[0]
+    model = models.constructor(config, heads)(nnx.Rngs(seed))
     report = from_hf_state_dict(model, tensors)
     if not report.loaded:
-        raise CheckpointError(f"no BERT tensor names found in {model_dir}: is it a BERT checkpoint?")
+        raise CheckpointError(f"no {config.model_type} tensor names found in {model_dir}: is it a "
+                              f"{config.model_type} checkpoint?")
     return model, report
 
 

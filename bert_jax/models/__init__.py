@@ -64,6 +64,12 @@ def model_class(config, heads: tuple[str, ...]) -> type:
     return models[heads]
 
 
+def model_heads(config) -> tuple[tuple[str, ...], ...]:
+    """The head sets `config`'s architecture has models for, largest first (e.g. (("mlm", "nsp"), ("mlm",)))."""
+    models = importlib.import_module(_architecture(config.model_type).MODELS_MODULE).MODELS_BY_HEADS
+    return tuple(sorted(models, key=len, reverse=True))
+
+
 def constructor(config, heads: tuple[str, ...]) -> Callable[..., Any]:
     """`make(rngs) -> nnx.Module`: the model with `heads`, built from `config` (what state init receives)."""
     cls = model_class(config, heads)

@@ -43,8 +43,9 @@ class BertConfig:
     @classmethod
     def check_fields(cls, values: Mapping[str, Any], prefix: str = "") -> None:
         """Raises ValueError naming the first bad field (as `{prefix}field`: "model." in a run's config)."""
-        if values.get("model_type", "bert") != "bert":
-            raise ValueError(f"{prefix}model_type {values['model_type']!r} is not BERT's ('bert')")
+        own_type = cls.__dataclass_fields__["model_type"].default
+        if values.get("model_type", own_type) != own_type:
+            raise ValueError(f"{prefix}model_type {values['model_type']!r} is not {cls.__name__}'s ({own_type!r})")
         hidden, heads = values.get("hidden_size", cls.hidden_size), values.get("num_attention_heads",
                                                                                   cls.num_attention_heads)
         if heads <= 0 or hidden % heads:
@@ -59,6 +60,11 @@ class BertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_sequence_length(self) -> int:
+        """The longest input the position table covers."""
+        return self.max_position_embeddings
 
     # The fields of Hugging Face's `BertConfig`: what defines the parameters and the function (config.json).
     HF_FIELDS = (
@@ -75,6 +81,10 @@ class BertConfig:
         "initializer_range",
         "layer_norm_eps",
     )
+
+    # The tokenizer the architecture's released models use; a dataset of another kind is refused (its special ids
+    # and word boundaries differ).
+    VOCAB_KIND = "wordpiece"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], prefix: str = "") -> "BertConfig":

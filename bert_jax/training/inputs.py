@@ -10,7 +10,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from bert_jax.data import build, pipeline
+from bert_jax.data import build, examples as example_kinds, pipeline
+from bert_jax.data.build_layout import stored_example_kind
 from bert_jax.data.masking import MaskingConfig, VocabInfo
 from bert_jax.errors import InputError
 from bert_jax.training.phases import Phase
@@ -27,15 +28,19 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def ensure_data(config, plan: list[Phase]) -> None:
-    """Builds the dataset from `data.build_from` when it is missing (the tiny demo); process 0 builds, all wait."""
+def ensure_data(run_setup, plan: list[Phase]) -> None:
+    """Builds the dataset from `data.build_from` when it is missing (the tiny demo; process 0 builds, all wait), then
+    checks, before any step, that it fits the run: every length built, its vocab of the model's kind and within its
+    embedding table, and its examples carrying every field the objective reads."""
+    config = run_setup.config
     lengths = sorted({phase.max_seq_length for phase in plan})
     missing = [n for n in lengths if not os.path.isdir(os.path.join(config.data.dir, f"seq_{n}"))]
     if missing and config.data.build_from:
         if jax.process_index() == 0:
             log.info("building %s from %s (sequence lengths %s)", config.data.dir, config.data.build_from, lengths)
             build_config = build.BuildConfig(inputs=(config.data.build_from,), vocab=config.data.vocab_file,
-                                             lowercase=config.data.lowercase, max_seq_lengths=tuple(lengths))
+                                             lowercase=config.data.lowercase, max_seq_lengths=tuple(lengths),
+                                             example_kind=config.data.example_kind)
             report = build.build(build_config, config.data.dir, workers=os.cpu_count() or 1)
             overall = report.stats["overall"]
             log.info("built %s: %d documents, %d examples", config.data.dir, overall["documents"],
@@ -43,12 +48,38 @@ def ensure_data(config, plan: list[Phase]) -> None:
         sync("data built")
     for length in lengths:  # a missing or incomplete dataset fails here, with the command that builds it
         pipeline.shard_paths(config.data.dir, max_seq_length=length, split="train")
-    vocab_size = VocabInfo.from_vocab_file(os.path.join(config.data.dir, "vocab.txt")).vocab_size
-    if vocab_size > config.model.vocab_size:
+    _check_fits(run_setup, VocabInfo.from_data_dir(config.data.dir))
+
+
+def _check_fits(run_setup, vocab: VocabInfo) -> None:
+    config, model = run_setup.config, run_setup.model_config
+    data_dir = config.data.dir
+    if vocab.kind != model.VOCAB_KIND:
         raise InputError(
-            f"{config.data.dir}/vocab.txt has {vocab_size} tokens but model.vocab_size is {config.model.vocab_size}: "
-            f"set --config.model.vocab_size={vocab_size}"
+            f"{data_dir} was built with a {vocab.kind} vocab ({vocab.vocab_size} tokens) but model.model_type "
+            f"{model.model_type!r} reads a {model.VOCAB_KIND} one: build the data with a {model.VOCAB_KIND} vocab "
+            f"(python -m bert_jax.data.vocab --kind {model.VOCAB_KIND}), or use a config of a {vocab.kind} model"
         )
+    if vocab.vocab_size > model.vocab_size:
+        raise InputError(
+            f"{data_dir}'s vocab has {vocab.vocab_size} tokens but model.vocab_size is {model.vocab_size}: "
+            f"set --config.model.vocab_size={vocab.vocab_size}"
+        )
+    if getattr(model, "pad_token_id", vocab.pad_id) != vocab.pad_id:
+        raise InputError(f"{data_dir}'s vocab pads with id {vocab.pad_id} but model.pad_token_id is "
+                         f"{model.pad_token_id}: set --config.model.pad_token_id={vocab.pad_id}")
+    fields = pipeline.batch_fields(data_dir)
+    missing = sorted(set(run_setup.objective.field_names()) - set(fields))
+    if missing:
+        raise InputError(
+            f"objective {run_setup.objective.name!r} reads {missing}, which the {stored_example_kind(data_dir)} "
+            f"examples in {data_dir} do not have: build examples that do, or choose an objective that reads only "
+            f"{list(fields)}"
+        )
+    segments = example_kinds.example_kind(stored_example_kind(data_dir)).segments
+    if segments > model.type_vocab_size:
+        raise InputError(f"the {stored_example_kind(data_dir)} examples in {data_dir} use {segments} segment ids but "
+                         f"model.type_vocab_size is {model.type_vocab_size}")
 
 
 def seed32(config) -> int:

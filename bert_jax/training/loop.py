@@ -76,7 +76,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
     manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
     writer = metrics.MetricsWriter(workdir, total_steps=config.train_steps, enabled=is_chief,
                                    train_metrics=run_setup.objective.train_metrics)
-    inputs.ensure_data(config, plan)
+    inputs.ensure_data(run_setup, plan)
 
     # State: the latest checkpoint if there is one, else fresh.
     latest = manager.latest_step()

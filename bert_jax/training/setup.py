@@ -80,6 +80,12 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
     check_batch_divides(config, mesh, rules)
     objective = objectives.create(config.objective)
     model_config = models.resolve_speed_levers(models.model_config(config.model), devices[0].platform)
+    if tuple(objective.heads) not in models.model_heads(model_config):
+        raise ConfigError(
+            f"objective {config.objective!r} reads the heads {tuple(objective.heads)}, and model.model_type "
+            f"{model_config.model_type!r} has models with {list(models.model_heads(model_config))} only: choose "
+            "another objective or model"
+        )
     make_model = models.constructor(model_config, objective.heads)
     schedule = optim.learning_rate_schedule(config.optimizer, config.train_steps)
     optimizer = optim.make_optimizer(config.optimizer, schedule)

@@ -3,7 +3,8 @@ fed, and the interface (`ExampleKind`, `PartExamples`, `PartCounts`) a kind impl
 
 The builder owns everything that does not depend on what an example is: input shards, worker processes,
 tokenization, the train/eval split, part and output files, resumption and the corpus-level stats. A kind owns what
-does: which examples a document gives, their record bytes, and their counters and warnings in stats.json.
+does: which examples a document gives, their record bytes, their counters and warnings in stats.json, and (for the
+loader) how a record is decoded and what an eval padding row is.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 import numpy as np
 
 from bert_jax.data.build_layout import BuildConfig
+from bert_jax.data.tokenizers.vocabs import SpecialIds
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -93,18 +95,27 @@ class ExampleKind(Protocol):
     """A kind of pre-training example the builder can write (`BuildConfig.example_kind` names it)."""
 
     name: str
+    labels: tuple[str, ...]  # the batch fields beyond the masked-LM ones that its examples give (e.g. NSP labels)
+    segments: int  # how many segment (token type) ids its examples use
 
     def check(self, config: BuildConfig) -> None:
         """Raises `InputError` for settings this kind cannot build, before any work is done."""
 
-    def start_part(self, config: BuildConfig, shard_index: int, tokenizer: Any, token_dtype: np.dtype,
+    def start_part(self, config: BuildConfig, shard_index: int, specials: SpecialIds, token_dtype: np.dtype,
                    writers: RecordWriters) -> PartExamples:
-        """The examples of input shard `shard_index`; records are written as `token_dtype` ids."""
+        """The examples of input shard `shard_index`; records are written as `token_dtype` ids, with the vocab's
+        `specials` ([CLS]/[SEP] or <s>/</s>) around sequences or documents."""
 
     def summarize(self, config: BuildConfig, part_stats: Sequence[dict[str, Any]],
                   documents: Mapping[str, Mapping[str, int]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """stats.json's `per_length` from the parts' `per_length` entries (`documents`: the summed document
         counters per split), and warnings for the user."""
+
+    def decode(self, record: bytes) -> Any:
+        """The example a record holds (`records.PairExample` or `records.PackedExample`), for the loader."""
+
+    def padding_example(self, specials: SpecialIds) -> Any:
+        """An example with nothing to predict, made of special tokens only: the loader's eval padding rows."""
 
 
 def sum_counters(dicts: Iterable[Mapping[str, int]], maximum_keys: tuple[str, ...] = ()) -> dict[str, int]:
@@ -114,3 +125,13 @@ def sum_counters(dicts: Iterable[Mapping[str, int]], maximum_keys: tuple[str, ..
         for key, value in d.items():
             total[key] = max(total[key], value) if key in maximum_keys else total[key] + value
     return dict(sorted(total.items()))
+
+
+def summed_split_counters(part_stats: Sequence[Mapping[str, Any]], length_key: str, split: str,
+                          names: Sequence[str]) -> tuple[dict[str, Any], np.ndarray]:
+    """One (length, split)'s counters summed over the parts (each of `names` present, 0 when no part counted it),
+    and its length histogram summed."""
+    entries = [p["per_length"][length_key][split] for p in part_stats]
+    counters: dict[str, Any] = {name: 0 for name in names}
+    counters.update(sum_counters({k: v for k, v in entry.items() if k != "length_histogram"} for entry in entries))
+    return counters, np.sum([entry["length_histogram"] for entry in entries], axis=0)

@@ -39,11 +39,12 @@ from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from bert_jax.data import records
 from bert_jax.data.build_layout import SPLITS, BuildConfig
-from bert_jax.data.examples.base import PartCounts, RecordWriters, TokenizedDocument, sum_counters
+from bert_jax.data.examples.base import PartCounts, RecordWriters, TokenizedDocument, summed_split_counters
 from bert_jax.data.examples.random_next_window import RandomNextWindow
 from bert_jax.data.records import PairExample, PairRecordEncoder
-from bert_jax.data.tokenizers import wordpiece
+from bert_jax.data.tokenizers.vocabs import SpecialIds
 from bert_jax.errors import InputError
 
 # What `create_pairs_from_document` counts (see its docstring).
@@ -295,9 +296,12 @@ class NspPairsPart:
 
 
 class NspPairs:
-    """The `nsp_pairs` kind: `[CLS] A [SEP] B [SEP]` records (`records.py`) with NSP labels, unmasked."""
+    """The `nsp_pairs` kind: `[CLS] A [SEP] B [SEP]` records (`records.py`) with NSP labels, unmasked. With a BPE
+    vocab the pair is `<s> A </s> B </s>` (BERT's layout with RoBERTa's tokens; segment ids 0 and 1)."""
 
     name = "nsp_pairs"
+    labels = ("next_sentence_labels",)
+    segments = 2
 
     def check(self, config: BuildConfig) -> None:
         for length in config.max_seq_lengths:
@@ -309,10 +313,16 @@ class NspPairs:
         if not 0 <= config.short_seq_prob <= 1:
             raise InputError(f"--short_seq_prob must be in [0, 1], got {config.short_seq_prob}")
 
-    def start_part(self, config: BuildConfig, shard_index: int, tokenizer: Any, token_dtype: np.dtype,
+    def start_part(self, config: BuildConfig, shard_index: int, specials: SpecialIds, token_dtype: np.dtype,
                    writers: RecordWriters) -> NspPairsPart:
-        return NspPairsPart(config, shard_index, cls_id=tokenizer.token_to_id(wordpiece.CLS),
-                            sep_id=tokenizer.token_to_id(wordpiece.SEP), token_dtype=token_dtype, writers=writers)
+        return NspPairsPart(config, shard_index, cls_id=specials.cls, sep_id=specials.sep, token_dtype=token_dtype,
+                            writers=writers)
+
+    decode = staticmethod(records.decode)
+
+    def padding_example(self, specials: SpecialIds) -> PairExample:
+        # [CLS] [SEP] [SEP]: nothing maskable, so no predictions; a few real positions keep attention finite.
+        return PairExample(np.array([specials.cls, specials.sep, specials.sep], dtype=np.int32), 0, 0)
 
     def summarize(self, config: BuildConfig, part_stats: Sequence[dict[str, Any]],
                   documents: Mapping[str, Mapping[str, int]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -323,10 +333,7 @@ class NspPairs:
             entry: dict[str, Any] = {"overlong_sentences": sum(p["per_length"][key]["overlong_sentences"]
                                                                for p in part_stats)}
             for split in SPLITS:
-                counters: dict[str, Any] = {name: 0 for name in PAIR_COUNTERS + ("record_bytes",)}
-                counters.update(sum_counters({k: v for k, v in p["per_length"][key][split].items()
-                                              if k != "length_histogram"} for p in part_stats))
-                histogram = np.sum([p["per_length"][key][split]["length_histogram"] for p in part_stats], axis=0)
+                counters, histogram = summed_split_counters(part_stats, key, split, PAIR_COUNTERS + ("record_bytes",))
                 examples = counters.get("examples", 0)
                 counters["random_next_fraction"] = counters.get("random_next", 0) / examples if examples else 0.0
                 # The short target is drawn once per document and dupe copy.

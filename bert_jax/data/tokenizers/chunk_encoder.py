@@ -1,8 +1,9 @@
-"""Exact WordPiece ids for many sentences at once, through a cache of space-separated chunks.
+"""Exact WordPiece or byte-level BPE ids for many sentences at once, through a cache of space-separated chunks.
 
 The builder's tokenization stage: text repeats its words, so tokenizing each distinct chunk ("word," "Hello") once
-and joining the cached ids is much faster than running `tokenizers` on every sentence, and (for BERT's pipeline)
-gives the same ids. See `CachedSentenceEncoder` for why it is exact and `docs/bench_build.md` for the measurements.
+and joining the cached ids is much faster than running `tokenizers` on every sentence, and (for BERT's and
+RoBERTa's pipelines) gives the same ids. See `CachedSentenceEncoder` for why it is exact and `docs/bench_build.md`
+for the measurements.
 """
 
 from __future__ import annotations
@@ -19,11 +20,35 @@ import numpy as np
 # MAX_CACHED_CHUNK_CHARS are tokenized but never kept.
 CHUNK_CACHE_ENTRIES = 2**17
 MAX_CACHED_CHUNK_CHARS = 48
+WORDPIECE_CHUNKS, BYTE_LEVEL_CHUNKS = "wordpiece", "byte_level"
+# Byte-level chunks: marks a sentence's first chunk (no space before it); a printable sentence never holds it.
+_FIRST_CHUNK = "\x01"
+
+
+def chunk_style(pipeline: dict[str, Any]) -> str | None:
+    """Which chunk argument (see `CachedSentenceEncoder`) holds for a tokenizer's pipeline (its JSON form): BERT's
+    WordPiece, RoBERTa's byte-level BPE, or None (sentences are tokenized whole)."""
+    model = pipeline.get("model") or {}
+    pre_tokenizer = pipeline.get("pre_tokenizer") or {}
+    normalizer = pipeline.get("normalizer")
+    added = pipeline.get("added_tokens") or []
+    # Special tokens matched inside one chunk, never reaching across the space after them.
+    added_in_chunks = all(token["content"] and not any(c.isspace() for c in token["content"])
+                          and not (token["rstrip"] or token["single_word"]) for token in added)
+    if (model.get("type") == "WordPiece" and pre_tokenizer.get("type") == "BertPreTokenizer"
+            and (normalizer or {}).get("type", "BertNormalizer") == "BertNormalizer" and added_in_chunks
+            and not any(token["normalized"] or token["lstrip"] for token in added)):
+        return WORDPIECE_CHUNKS
+    if (model.get("type") == "BPE" and not model.get("dropout") and normalizer is None and added_in_chunks
+            and pre_tokenizer.get("type") == "ByteLevel" and pre_tokenizer.get("use_regex", True)
+            and not pre_tokenizer.get("add_prefix_space")):
+        return BYTE_LEVEL_CHUNKS
+    return None
 
 
 class CachedSentenceEncoder:
-    """WordPiece ids of many sentences at once, equal to `tokenizer.encode(sentence, add_special_tokens=False).ids`
-    for each, with a cache of space-separated chunks ("word," "Hello") in front of the tokenizer.
+    """Ids of many sentences at once, equal to `tokenizer.encode(sentence, add_special_tokens=False).ids` for each,
+    with a cache of space-separated chunks ("word," "Hello") in front of the tokenizer.
 
     Exact: for a BERT tokenizer (BertNormalizer, BertPreTokenizer, WordPiece, special tokens without spaces matched
     verbatim) and a sentence whose only whitespace is the ASCII space (`str.isprintable()`: no control, format or
@@ -33,6 +58,21 @@ class CachedSentenceEncoder:
     space. A sentence's ids are therefore its chunks' ids concatenated. Other sentences (rare once `sources`
     normalised the whitespace) and any other tokenizer pipeline go to the tokenizer whole. Tested against the
     tokenizer on unicode-heavy text.
+
+    Exact for a byte-level BPE too (RoBERTa's: no normaliser, the ByteLevel pre-tokenizer with GPT-2's regex and no
+    prefix space, BPE without dropout, special tokens without spaces that may swallow the space *before* them but
+    not after), with a sentence's chunks taken with the space before them: "a b, c" is "a", " b,", " c". The regex
+    `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+` never matches across a
+    space except by the optional leading space of ` ?X+`, and where a single space is followed by a non-space, one
+    of those three alternatives matches there (every character is a letter, a number or neither), taking the space
+    and the run after it: exactly the piece the chunk " b," starts with when tokenized alone. So pre-tokens never
+    cross chunk boundaries, special tokens (no space inside, `lstrip` taking the space that begins their own
+    chunk) neither, and BPE merges within a pre-token: a sentence's ids are its chunks' ids concatenated. It takes
+    sentences whose only whitespace is single ASCII spaces: with two spaces in a row the regex makes the first a
+    pre-token of its own and attaches a run of three or more differently (`\\s+(?!\\S)`), so such a sentence goes
+    whole. A leading space (the space between a document's sentences, `Vocab.sentence_texts`) is an empty first
+    chunk and the next chunk with its space, as in the full sentence. The byte-level normalisation of characters to
+    byte symbols is per character, and nothing in the pipeline looks at what is outside a chunk.
 
     Fast: text repeats its words (Zipf), so most chunks are cache hits, and the per-word work is a few C-level
     passes (split, set, dict lookups, one `b"".join`) instead of `tokenizers` normalising, aligning and matching
@@ -51,20 +91,17 @@ class CachedSentenceEncoder:
         pipeline = json.loads(tokenizer.to_str())
         normalizer = pipeline.get("normalizer") or {}
         added = pipeline.get("added_tokens") or []
-        # Where the chunk argument above holds; anything else is tokenized whole, sentence by sentence.
-        self.chunkable = (
-            (pipeline.get("model") or {}).get("type") == "WordPiece"
-            and (pipeline.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
-            and normalizer.get("type", "BertNormalizer") == "BertNormalizer"
-            and all(token["content"] and not any(c.isspace() for c in token["content"]) and not token["normalized"]
-                    and not (token["lstrip"] or token["rstrip"] or token["single_word"]) for token in added))
+        # Where a chunk argument above holds; anything else is tokenized whole, sentence by sentence.
+        self.chunk_style = chunk_style(pipeline)
+        self.chunkable = self.chunk_style is not None
         # A chunk the bare tokenizer may take: ASCII without special-token text in it.
         self._needs_full_tokenizer = re.compile("|".join([r"[^\x00-\x7f]"] + [re.escape(token["content"])
                                                                                for token in added]))
         self._lowercase = bool(normalizer.get("lowercase", False))
         # The same WordPiece and pre-tokenizer without normaliser or special tokens, for ASCII chunks (see above).
         bare = dict(pipeline, normalizer=None, added_tokens=[], post_processor=None)
-        self._bare_tokenizer = type(tokenizer).from_str(json.dumps(bare)) if self.chunkable else None
+        wordpiece_chunks = self.chunk_style == WORDPIECE_CHUNKS
+        self._bare_tokenizer = type(tokenizer).from_str(json.dumps(bare)) if wordpiece_chunks else None
         self.sentences_whole = 0  # sentences tokenized whole (not printable, or not chunkable)
         self.chunks_tokenized = 0  # cache misses
 
@@ -109,36 +146,52 @@ class CachedSentenceEncoder:
         """(all chunks in order, chunks per sentence [N], indices of the sentences to tokenize whole).
 
         Chunks are split at single spaces, so a sentence of k spaces has k + 1 chunks, some maybe empty (they have
-        no tokens); then a printable batch is split in one call.
+        no tokens); then a printable batch is split in one call. Byte-level chunks are keys: a sentence's first
+        chunk is marked (`_FIRST_CHUNK`), every other one stands for itself with the space before it.
         """
-        if not self.chunkable:
+        if not self.chunkable or not sentences:
             return [], np.zeros(len(sentences), dtype=np.int64), list(range(len(sentences)))
+        byte_level = self.chunk_style == BYTE_LEVEL_CHUNKS
         text = " ".join(sentences)
-        if text.isprintable():  # the usual case: sentences from `sources` have no other whitespace
+        if byte_level:
+            text_marked = _FIRST_CHUNK + (" " + _FIRST_CHUNK).join(sentences)
+        # The usual case: sentences from `sources` have no other whitespace (nor, byte-level, two spaces in a row).
+        if text.isprintable() and not (byte_level and "  " in text_marked):
             spaces = np.fromiter(map(str.count, sentences, itertools.repeat(" ")), dtype=np.int64,
                                  count=len(sentences))
-            return text.split(" ") if sentences else [], spaces + 1, []
-        chunk_lists = [sentence.split(" ") if sentence.isprintable() else None for sentence in sentences]
+            return (text_marked if byte_level else text).split(" "), spaces + 1, []
+
+        def chunks_of(sentence: str) -> list[str] | None:
+            if not sentence.isprintable() or (byte_level and "  " in sentence):
+                return None
+            return (_FIRST_CHUNK + sentence if byte_level else sentence).split(" ")
+
+        chunk_lists = [chunks_of(sentence) for sentence in sentences]
         whole = [index for index, chunk_list in enumerate(chunk_lists) if chunk_list is None]
         chunk_counts = np.array([len(chunk_list) if chunk_list is not None else 0 for chunk_list in chunk_lists],
                                 dtype=np.int64)
         return list(itertools.chain.from_iterable(filter(None, chunk_lists))), chunk_counts, whole
 
     def _tokenize_chunks(self, chunks: list[str]) -> list[bytes]:
-        """Each chunk's ids as bytes. ASCII chunks without special-token text go lowercased (if the normaliser
-        lowercases) to the bare tokenizer, the others to the full one; each group is one pre-split sequence whose
+        """Each chunk's ids as bytes. WordPiece: ASCII chunks without special-token text go lowercased (if the
+        normaliser lowercases) to the bare tokenizer, the others to the full one. Byte-level: every chunk to the
+        tokenizer, with the space before it unless it starts a sentence. Each group is one pre-split sequence whose
         `word_ids` say which chunk each token came from (a chunk may give several tokens, or none)."""
-        needs_full = self._needs_full_tokenizer.search
-        bare: list[int] = []
-        full: list[int] = []
-        for index, chunk in enumerate(chunks):
-            (full if needs_full(chunk) else bare).append(index)
+        if self.chunk_style == BYTE_LEVEL_CHUNKS:
+            words = [chunk[1:] if chunk.startswith(_FIRST_CHUNK) else " " + chunk for chunk in chunks]
+            groups = [(self.tokenizer, list(range(len(chunks))), words)]
+        else:
+            needs_full = self._needs_full_tokenizer.search
+            bare: list[int] = []
+            full: list[int] = []
+            for index, chunk in enumerate(chunks):
+                (full if needs_full(chunk) else bare).append(index)
+            bare_words = [chunks[index].lower() if self._lowercase else chunks[index] for index in bare]
+            groups = [(self._bare_tokenizer, bare, bare_words), (self.tokenizer, full, [chunks[i] for i in full])]
         result: list[bytes] = [b""] * len(chunks)
-        for tokenizer, indices, lowercase in ((self._bare_tokenizer, bare, self._lowercase),
-                                              (self.tokenizer, full, False)):
+        for tokenizer, indices, words in groups:
             if not indices:
                 continue
-            words = [chunks[index].lower() if lowercase else chunks[index] for index in indices]
             encoding = tokenizer.encode(words, is_pretokenized=True, add_special_tokens=False)
             token_bytes = np.array(encoding.ids, dtype=self.token_dtype).tobytes()
             word_of_token = np.array(encoding.word_ids, dtype=np.int64)

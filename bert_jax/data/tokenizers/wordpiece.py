@@ -48,6 +48,9 @@ def read_vocab(vocab_file: str) -> list[str]:
         tokens = [line.rstrip("\n") for line in f]
     if tokens and tokens[-1] == "":
         tokens.pop()  # trailing newline at the end of the file
+    if tokens and tokens[0].lstrip().startswith("{"):
+        raise InputError(f"{vocab_file} is a JSON file, not a WordPiece vocab.txt (one token per line): a WordPiece "
+                         f"vocab is expected here, and a byte-level BPE vocab (tokenizer.json, vocab.json) is not one")
     seen: dict[str, int] = {}
     for line_number, token in enumerate(tokens, start=1):
         if token == "":
