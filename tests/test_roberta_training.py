@@ -54,8 +54,23 @@ def test_roberta_export_loads_in_transformers_with_its_tokenizer(roberta_run):
     assert tokenizer.mask_token == "<mask>" and tokenizer.mask_token_id == 4095 and tokenizer.pad_token_id == 1
 
 
-def test_fill_mask_equals_the_transformers_pipeline_on_a_roberta_directory(roberta_run):
-    export = str(roberta_run / "export")
+@pytest.fixture(scope="module")
+def transformers_directory(tmp_path_factory):
+    """A RobertaForMaskedLM with random weights and the bundled BPE tokenizer, both written by transformers."""
+    from tests.run_helpers import REPO
+    from tests.test_roberta_model import random_weights, tiny_roberta_config
+
+    out = tmp_path_factory.mktemp("hf_roberta")
+    model = random_weights(transformers.RobertaForMaskedLM(tiny_roberta_config(vocab_size=4096,
+                                                                               max_position_embeddings=130)), seed=5)
+    model.save_pretrained(out)
+    transformers.AutoTokenizer.from_pretrained(REPO / "data/sample/bpe").save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("written_by", ["bert_jax", "transformers"])
+def test_fill_mask_equals_the_transformers_pipeline_on_a_roberta_directory(written_by, roberta_run, request):
+    export = str(roberta_run / "export" if written_by == "bert_jax" else request.getfixturevalue("transformers_directory"))
     pipe = transformers.pipeline("fill-mask", model=export, tokenizer=export, device="cpu")
     ours = fill_mask.FillMask(export)(TEXTS, top_k=5)
     for text, got in zip(TEXTS, ours):
