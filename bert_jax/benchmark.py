@@ -179,7 +179,8 @@ class CompiledStep:
         times, self.cpu_times, self.dispatch_times = [], [], []
         for i in range(num_steps):
             start, cpu_start = time.perf_counter(), time.process_time()
-            self.state, metrics = self.compiled(self.state, self.batches[(offset + i) % len(self.batches)])
+            self.state, metrics = self.compiled(self.state, self.batches[(offset + i) % len(self.batches)],
+                                                *self.setup.frozen_args)
             self.dispatch_times.append(time.perf_counter() - start)
             jax.block_until_ready((self.state, metrics))
             times.append(time.perf_counter() - start)
@@ -203,7 +204,7 @@ def compile_step(config, *, seq_len: int, max_predictions: int, data: str = "syn
     batches = [run_setup.global_batch(batch) for batch in host_batches]
     log(f"compiling the train step (batch {config.batch_size}, seq {seq_len}, predictions {max_predictions})")
     start = time.perf_counter()
-    compiled = run_setup.train_step.lower(state, batches[0]).compile()
+    compiled = run_setup.train_step.lower(state, batches[0], *run_setup.frozen_args).compile()
     compile_s = time.perf_counter() - start
     return CompiledStep(run_setup, compiled, state, batches, run_setup.batch_shape(seq_len, max_predictions),
                         compile_s, real_token_fraction)

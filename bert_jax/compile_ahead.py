@@ -238,7 +238,7 @@ def compile_phase(run_setup, topology: Topology, phase_index: int) -> PhaseRepor
     )
     start = time.perf_counter()
     try:
-        compiled = step_fn.lower(state, batch).compile()
+        compiled = step_fn.lower(state, batch, *run_setup.frozen_args).compile()
     except jax.errors.JaxRuntimeError as e:
         # The TPU compiler refuses a program that does not fit in HBM (RESOURCE_EXHAUSTED), as it would on the slice.
         report.compile_s = time.perf_counter() - start
@@ -249,7 +249,7 @@ def compile_phase(run_setup, topology: Topology, phase_index: int) -> PhaseRepor
     report.compiled = True
     memory = compiled.memory_analysis()
     report.argument_bytes = int(memory.argument_size_in_bytes)
-    report.argument_bytes_by_layout = arguments_laid_out_bytes((state, batch), compiled)
+    report.argument_bytes_by_layout = arguments_laid_out_bytes((state, batch, *run_setup.frozen_args), compiled)
     report.output_bytes = int(memory.output_size_in_bytes)
     report.alias_bytes = int(memory.alias_size_in_bytes)
     report.temp_bytes = int(memory.temp_size_in_bytes)
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--phase {args.phase!r}: give 'all' or an index below {len(config.phases)} "
                               f"(the config has {len(config.phases)} phase(s))")
         devices = topology_devices(topology)
-        run_setup = setup_lib.build(config, devices)
+        run_setup = setup_lib.build(config, devices, load_frozen=False)
         reports = []
         for index in phases:
             phase = config.phases[index]

@@ -202,7 +202,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"optimizer.learning_rate must be positive; got {opt.learning_rate}")
     rules.check_mesh_sizes(config.mesh)
     rules.merge_rules(config.mesh.rules)
-    if config.mesh.tensor > 0 and model.num_attention_heads % config.mesh.tensor:
+    if config.mesh.tensor > 0 and architecture.num_attention_heads % config.mesh.tensor:
         raise ConfigError(
-            f"mesh.tensor ({config.mesh.tensor}) must divide model.num_attention_heads ({model.num_attention_heads})"
+            f"mesh.tensor ({config.mesh.tensor}) must divide the model's attention heads "
+            f"({architecture.num_attention_heads})"
         )

@@ -26,35 +26,11 @@ from bert_jax.training import checkpointing
 
 def load_from_workdir(workdir: str, step: int | None = None):
     """The model of a run's checkpoint (parameters only) -> (model, vocab file or None, lowercase, step)."""
-    import jax
-    import ml_collections
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    if not checkpointing.checkpoint_dir(workdir).exists():
-        raise CheckpointError(f"{workdir} holds no checkpoints/ directory: is it a training --workdir?")
-    manager = checkpointing.make_manager(workdir, keep=1, read_only=True)
-    available = manager.all_steps()
-    if not available:
-        raise CheckpointError(f"{checkpointing.checkpoint_dir(workdir)} holds no complete checkpoint")
-    step = max(available) if step is None else step
-    if step not in available:
-        raise CheckpointError(f"no checkpoint for step {step} in {workdir}; available: {sorted(available)}")
-    saved = checkpointing.read_metadata(manager, step)
-    config = ml_collections.ConfigDict(saved["config"])
-    # The run's model: its architecture with the heads of the objective it trained (configs that predate
-    # config.objective trained the default one). Fields the saved config predates take their defaults.
-    objective = objectives.create(saved["config"].get("objective", objectives.DEFAULT))
-    make_model = models.constructor(models.model_config(saved["config"]["model"]), objective.heads)
-    abstract = nnx.eval_shape(lambda: make_model(nnx.Rngs(0)))
-    graphdef, abstract_params = nnx.split(abstract, nnx.Param)
-    one_device = NamedSharding(jax.sharding.Mesh(jax.devices()[:1], ("replica",)), PartitionSpec())
-    shardings = jax.tree.map(lambda _: one_device, abstract_params)
-    params = checkpointing.restore_params(manager, step, abstract_params, shardings)
-    manager.close()
+    model, config, step = checkpointing.load_run_model(workdir, step)
     candidates = (Path(config.data.vocab_file), Path(config.data.dir) / "vocab.txt",
                   Path(config.data.dir) / "tokenizer.json")  # the run's vocab, else the one its data was built with
     vocab = next((str(p) for p in candidates if p.is_file()), None)
-    return nnx.merge(graphdef, params), vocab, bool(config.data.lowercase), step
+    return model, vocab, bool(config.data.lowercase), step
 
 
 def main(argv: list[str] | None = None) -> int:

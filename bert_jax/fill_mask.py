@@ -1,5 +1,5 @@
-"""Fill-mask inference on a Hugging Face-format directory of the family (ours or any BERT or RoBERTa with an MLM
-head).
+"""Fill-mask inference on a Hugging Face-format directory of the family (ours or any BERT, RoBERTa or DistilBERT
+with an MLM head).
 
     python -m bert_jax.fill_mask --model DIR [--top_k 5] "Paris is the [MASK] of France." ...
 
@@ -78,7 +78,8 @@ class FillMask:
         if "MLM head" in self.report.missing_heads:
             raise FillMaskError(
                 f"{model_dir} has no masked-LM head: fill-mask needs a checkpoint with one (BertForPreTraining, "
-                "BertForMaskedLM, RobertaForMaskedLM), not a bare encoder (BertModel, RobertaModel)"
+                "BertForMaskedLM, RobertaForMaskedLM, DistilBertForMaskedLM), not a bare encoder (BertModel, "
+                "RobertaModel, DistilBertModel)"
             )
         self.tokenizer, self.clean_up_spaces, specials = load_model_tokenizer(model_dir)
         self.mask_token = specials["mask"]
@@ -151,8 +152,9 @@ class FillMask:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bert_jax.fill_mask",
-        description="Predict the [MASK] tokens of each TEXT with a Hugging Face-format BERT directory "
-        "(model.safetensors, config.json, vocab.txt). One JSON line per text, as transformers' fill-mask pipeline.",
+        description="Predict the [MASK] tokens of each TEXT with a Hugging Face-format BERT, RoBERTa or DistilBERT "
+        "directory (model.safetensors, config.json, vocab.txt or tokenizer.json). One JSON line per text, as "
+        "transformers' fill-mask pipeline.",
     )
     parser.add_argument("--model", required=True, help="HF-format model directory (e.g. from python -m bert_jax.export)")
     parser.add_argument("--top_k", type=int, default=5, help="predictions per [MASK] (default 5)")

@@ -24,17 +24,21 @@ _ENV = {
 }
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+PROG = "python -m bert_jax.train"
+DESCRIPTION = ("Pre-train a BERT-family encoder on a device mesh with the config's objective (MLM + NSP by default; "
+               "--config.objective=mlm for masked LM alone). Any --config.FIELD=VALUE argument overrides a config "
+               "field (e.g. --config.train_steps=1000 --config.mesh.fsdp=4); see the config file for all fields.")
+
+
+def parse_args(argv: list[str], *, prog: str = PROG, description: str = DESCRIPTION,
+               default_config: str = "configs/base_cased.py:tiny",
+               extra=None) -> tuple[argparse.Namespace, list[str]]:
+    """The training commands' flags (`extra(parser)` adds a command's own) and the config overrides."""
     from bert_jax.configuration import split_config_overrides
 
     argv, overrides = split_config_overrides(argv)
-    parser = argparse.ArgumentParser(
-        prog="python -m bert_jax.train",
-        description="Pre-train a BERT-family encoder on a device mesh with the config's objective (MLM + NSP by "
-        "default; --config.objective=mlm for masked LM alone). Any --config.FIELD=VALUE argument overrides a "
-        "config field (e.g. --config.train_steps=1000 --config.mesh.fsdp=4); see the config file for all fields.",
-    )
-    parser.add_argument("--config", default="configs/base_cased.py:tiny",
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", default=default_config,
                         help="config file[:variants], e.g. configs/base_cased.py:small (default %(default)s)")
     parser.add_argument("--workdir", required=True,
                         help="checkpoints, metrics.jsonl, TensorBoard events and the final export (local or gs://)")
@@ -43,6 +47,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                        help="HOST:PORT of process 0's coordinator")
     group.add_argument("--num_processes", type=int, default=_env_int("num_processes"))
     group.add_argument("--process_id", type=int, default=_env_int("process_id"))
+    if extra is not None:
+        extra(parser)
     return parser.parse_args(argv), overrides
 
 
@@ -83,17 +89,23 @@ def _cluster_detected() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(PROG, _run, list(sys.argv[1:] if argv is None else argv))
+
+
+def run_command(prog: str, body, argv: list[str]) -> int:
+    """A training command's exit status: 0 when `body(argv)` finished or was cleanly preempted, 2 with one line for
+    a user error, 1 when training failed."""
     try:
-        return _run(list(sys.argv[1:] if argv is None else argv))
+        return body(argv)
     except errors.UserError as e:
-        return errors.report("python -m bert_jax.train", e)
+        return errors.report(prog, e)
     except errors.TrainingError as e:
-        print(f"python -m bert_jax.train: stopped: {e}", file=sys.stderr)
+        print(f"{prog}: stopped: {e}", file=sys.stderr)
         return 1
 
 
-def _run(argv: list[str]) -> int:
-    args, overrides = parse_args(argv)
+def prepare(args) -> None:
+    """Logging for a training run and, where asked or detected, `jax.distributed`."""
     # force: importing orbax has already given the root logger a handler, which would make this a no-op.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         force=True)
@@ -103,11 +115,16 @@ def _run(argv: list[str]) -> int:
 
     import jax
 
+    if jax.process_index() != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+def _run(argv: list[str]) -> int:
+    args, overrides = parse_args(argv)
+    prepare(args)
     from bert_jax.configuration import load_config
     from bert_jax.training import loop
 
-    if jax.process_index() != 0:
-        logging.getLogger().setLevel(logging.WARNING)
     config = load_config(args.config, overrides)
     result = loop.run(config, args.workdir)
     logging.info("%s at step %d; workdir %s", result.status, result.step, args.workdir)

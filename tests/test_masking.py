@@ -163,7 +163,9 @@ def test_80_10_10_split_and_random_tokens_uniform_over_non_special(vocab):
     assert chi2.pvalue > 1e-6, f"random tokens not uniform over non-special ids: {chi2}"
 
 
-def test_deterministic_dynamic_and_static(vocab, tokens):
+@pytest.mark.parametrize("smoothing", [0.0, 0.7])
+def test_deterministic_dynamic_and_static(vocab, tokens, smoothing):
+    """Uniform masking, and frequency-smoothed masking (DistilBERT's 0.7) weighted by these examples' counts."""
     examples = random_examples(300, 64, tokens, seed=3, min_length=30)
     indices = np.arange(1000, 1300)
 
@@ -171,13 +173,19 @@ def test_deterministic_dynamic_and_static(vocab, tokens):
         return mask_batch(examples[order], max_seq_length=64, config=config, vocab=vocab, seed=seed, epochs=epoch,
                           indices=indices[order])
 
-    dynamic, static = MaskingConfig(10), MaskingConfig(10, static=True)
+    dynamic, static = MaskingConfig(10, frequency_smoothing=smoothing), MaskingConfig(10, static=True,
+                                                                                      frequency_smoothing=smoothing)
+    if smoothing:
+        counts = np.bincount(np.concatenate([e.input_ids for e in examples]), minlength=vocab.vocab_size)
+        dynamic, static = dynamic.with_token_counts(counts), static.with_token_counts(counts)
     first = run(dynamic, 0)
     again = run(dynamic, 0)
     assert all(np.array_equal(first[k], again[k]) for k in first)
     # A row's mask depends on (seed, epoch, index) only, not on its batch or its place in the batch.
     reversed_batch = run(dynamic, 0, order=slice(None, None, -1))
     assert all(np.array_equal(first[k], reversed_batch[k][::-1]) for k in first)
+    halves = [run(dynamic, 0, order=slice(0, 100)), run(dynamic, 0, order=slice(100, None))]
+    assert all(np.array_equal(first[k], np.concatenate([half[k] for half in halves])) for k in first)
     single = mask_example(examples[7], max_seq_length=64, config=dynamic, vocab=vocab, seed=4, epoch=0, index=1007)
     assert all(np.array_equal(single[k], first[k][7]) for k in first)
 
@@ -191,8 +199,16 @@ def test_deterministic_dynamic_and_static(vocab, tokens):
     assert all(np.array_equal(static_0[k], first[k]) for k in first), "static = dynamic's epoch 0"
 
 
-def reference_whole_words(ids: np.ndarray, vocab: VocabInfo, priorities: np.ndarray, budget: int) -> set[int]:
-    """The original's loop (create_masked_lm_predictions with do_whole_word_mask), words in priority order."""
+def reference_whole_words(ids: np.ndarray, vocab: VocabInfo, priorities: np.ndarray, budget: int,
+                          token_weights: np.ndarray | None = None) -> set[int]:
+    """The original's loop (create_masked_lm_predictions with do_whole_word_mask), words in priority order; with
+    frequency smoothing's `token_weights`, in key order: -log(1 - first token's priority) / rarest token's weight."""
+
+    def key(word: list[int]) -> float:
+        if token_weights is None:
+            return priorities[word[0]]
+        return -math.log1p(-priorities[word[0]]) / max(token_weights[ids[position]] for position in word)
+
     words: list[list[int]] = []
     for position, token in enumerate(ids):
         if token in (vocab.cls_id, vocab.sep_id, vocab.pad_id):
@@ -202,7 +218,7 @@ def reference_whole_words(ids: np.ndarray, vocab: VocabInfo, priorities: np.ndar
         else:
             words.append([position])
     chosen: set[int] = set()
-    for word in sorted(words, key=lambda w: priorities[w[0]]):
+    for word in sorted(words, key=key):
         if len(chosen) >= budget:
             break
         if len(chosen) + len(word) > budget:
@@ -211,12 +227,15 @@ def reference_whole_words(ids: np.ndarray, vocab: VocabInfo, priorities: np.ndar
     return chosen
 
 
-def test_whole_word_never_splits_a_word_and_matches_the_original_loop(vocab, tokens):
+@pytest.mark.parametrize("smoothing", [0.0, 0.7])
+def test_whole_word_never_splits_a_word_and_matches_the_original_loop(vocab, tokens, smoothing):
     examples = random_examples(400, 64, tokens, seed=6, min_length=10)
     # A segment starting with a ## piece: that piece is a word of its own (words never span [SEP]).
     piece = int(np.flatnonzero(vocab.is_continuation)[0])
     examples.append(records.PairExample(np.array([2, 20, piece, 3, piece, piece, 21, 3], dtype=np.int32), 2, 0))
-    config = MaskingConfig(max_predictions=9, whole_word=True)
+    config = MaskingConfig(max_predictions=9, whole_word=True, frequency_smoothing=smoothing)
+    if smoothing:  # Zipf-like counts, so that words weigh very differently
+        config = config.with_token_counts(1000 // np.arange(1, vocab.vocab_size + 1))
     indices = np.arange(len(examples))
     batch = mask_batch(examples, max_seq_length=64, config=config, vocab=vocab, seed=8, epochs=2, indices=indices)
     drawer = _StreamDrawer(8)
@@ -227,7 +246,7 @@ def test_whole_word_never_splits_a_word_and_matches_the_original_loop(vocab, tok
         maskable = int(np.sum((ids != vocab.cls_id) & (ids != vocab.sep_id)))
         budget = min(config.max_predictions, max(1, round(0.15 * maskable)))
         priorities = drawer.uniforms(2, row, 3 * len(ids))[: len(ids)]
-        assert chosen == reference_whole_words(ids, vocab, priorities, budget)
+        assert chosen == reference_whole_words(ids, vocab, priorities, budget, config.token_weights)
         for position in chosen:  # never split: a chosen word's pieces are all chosen, and so is its head
             if position + 1 < len(ids) and vocab.is_continuation[ids[position + 1]] and ids[position + 1] not in (2, 3):
                 assert position + 1 in chosen

@@ -23,8 +23,9 @@ How it works (design notes with the reasons in docs/data_build.md):
    `OUT/.parts/NNNNN.stats.json` (counts per length and split). Every file is written under a temporary name,
    fsynced and renamed, so a killed build leaves either a finished file or nothing usable.
 3. The output shards `OUT/seq_L/SPLIT-JJJJJ-of-MMMMM.array_record` are contiguous, equal slices of the examples of
-   all parts in shard order, copied from the parts. Then `stats.json` is written and the part record files are
-   deleted (the part stats stay, so a later resume knows every count without re-reading anything).
+   all parts in shard order, copied from the parts. Then `token_counts.seq_L.npy` (the parts' counts of their train
+   tokens, summed: `token_counts.py`) and `stats.json` are written and the part record and count files are deleted
+   (the part stats stay, so a later resume knows every count without re-reading anything).
 
 Running the same command again resumes: finished parts are skipped, existing output shards are kept, and a missing
 output shard whose part records are gone has exactly those parts rebuilt. Every random draw is a function of
@@ -42,12 +43,15 @@ import os
 import sys
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
 from bert_jax import errors, fileio
-from bert_jax.data import build_parts, examples, sources
-from bert_jax.data.build_layout import (BUILD_CONFIG, DEFAULT_EXAMPLE_KIND, PARTS_DIR, SPLITS, STATS, BuildConfig,
-                                        OutputShard, output_shard_path, part_records_path, part_stats_path)
+from bert_jax.data import build_parts, examples, sources, token_counts
+from bert_jax.data.build_layout import (BUILD_CONFIG, DEFAULT_EXAMPLE_KIND, PARTS_DIR, SPLITS, STATS,
+                                        TOKEN_COUNTS_SUFFIX, BuildConfig, OutputShard, output_shard_path,
+                                        part_records_path, part_stats_path, part_token_counts_path,
+                                        token_counts_path)
 from bert_jax.data.build_stats import summarize
 from bert_jax.data.tokenizers import vocabs, wordpiece
 from bert_jax.errors import InputError
@@ -132,6 +136,29 @@ def _write_output_shard(output_dir: str, output: OutputShard, part_stats: list[d
     fileio.commit(temporary_path, output.path)
 
 
+def _write_token_counts(output_dir: str, config: BuildConfig, num_parts: int, outputs: Sequence[OutputShard],
+                        vocab_size: int) -> None:
+    """Each length's `token_counts.seq_L.npy`: the sum of the parts' counts of their train records.
+
+    A file already there is kept: a resumed build writes the same examples. Where a part's counts are gone (its
+    files were deleted by a finished build, or it was built before token counts), the train output shards are
+    counted instead, which gives the same array.
+    """
+    for length in config.max_seq_lengths:
+        path = token_counts_path(output_dir, length)
+        if os.path.exists(path):
+            continue
+        part_paths = [part_token_counts_path(output_dir, index, length) for index in range(num_parts)]
+        if all(os.path.exists(part_path) for part_path in part_paths):
+            counts = np.zeros(vocab_size, dtype=np.int64)
+            for part_path in part_paths:
+                counts += token_counts.read_counts(part_path, vocab_size)
+        else:
+            shard_paths = [output.path for output in outputs if output.length == length and output.split == "train"]
+            counts = token_counts.count_records(shard_paths, vocab_size, label=f"seq_{length} train")
+        token_counts.write_counts(path, counts)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The build
 
@@ -213,12 +240,14 @@ def build(config: BuildConfig, output_dir: str, workers: int = 1) -> BuildReport
 
     stats = summarize(config, kind, part_stats, outputs, vocab.summary())
     vocab.write_dir(output_dir)
+    _write_token_counts(output_dir, config, len(shards), outputs, vocab.size)
     fileio.write_json(os.path.join(output_dir, STATS), stats, indent=1, sort_keys=True)
     # The examples now live in the output shards; the part stats stay (they are small and make resumes exact).
     for index in range(len(shards)):
         part_directory = os.path.dirname(part_records_path(output_dir, index, 0, "train"))
-        for path in glob.glob(os.path.join(part_directory, "*.array_record")):
-            os.remove(path)
+        for pattern in ("*.array_record", f"*{TOKEN_COUNTS_SUFFIX}"):
+            for path in glob.glob(os.path.join(part_directory, pattern)):
+                os.remove(path)
         if os.path.isdir(part_directory):
             os.rmdir(part_directory)
     for warning in stats["warnings"]:

@@ -3,8 +3,10 @@ build can be checked against them) and the path of every file it writes in its o
 
     OUT/build_config.json                       what was asked (BuildConfig + the input shard names)
     OUT/.parts/NNNNN/seq_L.SPLIT.array_record   one input shard's examples (deleted after the merge)
+    OUT/.parts/NNNNN/seq_L.train.token_counts.npy  ... and the token counts of its train examples (deleted too)
     OUT/.parts/NNNNN.stats.json                 one input shard's counters: its completion mark (kept)
     OUT/seq_L/SPLIT-JJJJJ-of-MMMMM.array_record the output shards
+    OUT/token_counts.seq_L.npy                  how often each id occurs in seq_L's train examples (token_counts.py)
     OUT/stats.json, and the vocab's files (vocab.txt + tokenizer_config.json, or the five of a BPE vocab)
 """
 
@@ -21,6 +23,7 @@ SPLITS = ("train", "eval")
 BUILD_CONFIG = "build_config.json"
 STATS = "stats.json"
 PARTS_DIR = ".parts"
+TOKEN_COUNTS_SUFFIX = ".token_counts.npy"  # of the parts' count files
 DEFAULT_EXAMPLE_KIND = "nsp_pairs"
 
 
@@ -95,3 +98,12 @@ def part_records_path(output_dir: str, index: int, length: int, split: str) -> s
 
 def output_shard_path(output_dir: str, length: int, split: str, shard: int, num_shards: int) -> str:
     return os.path.join(output_dir, f"seq_{length}", f"{split}-{shard:05d}-of-{num_shards:05d}.array_record")
+
+
+def token_counts_path(output_dir: str, length: int) -> str:
+    # Beside stats.json, not in seq_L/, which holds the shards only (readers glob it).
+    return os.path.join(output_dir, f"token_counts.seq_{length}.npy")
+
+
+def part_token_counts_path(output_dir: str, index: int, length: int) -> str:
+    return os.path.join(output_dir, PARTS_DIR, f"{index:05d}", f"seq_{length}.train{TOKEN_COUNTS_SUFFIX}")

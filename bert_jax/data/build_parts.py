@@ -2,8 +2,9 @@
 
 A worker streams the shard's documents, tokenizes them in batches (once, through the chunk cache), puts each
 document in the train or eval split by a hash of its text, and hands it to the example kind, which writes the
-records of every requested length. The part's records are committed, then its stats file, the completion mark a
-resumed build trusts (see `build.py` and docs/data_build.md).
+records of every requested length; the tokens of the train records are counted as they are written. The part's
+records and token counts are committed, then its stats file, the completion mark a resumed build trusts (see
+`build.py` and docs/data_build.md).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
 
 from bert_jax import fileio
-from bert_jax.data import examples, sources
-from bert_jax.data.build_layout import SPLITS, BuildConfig, part_records_path, part_stats_path
+from bert_jax.data import examples, sources, token_counts
+from bert_jax.data.build_layout import (SPLITS, BuildConfig, part_records_path, part_stats_path,
+                                        part_token_counts_path)
 from bert_jax.data.examples.base import TokenizedDocument
 from bert_jax.data.sources import SourceStats
 from bert_jax.data.tokenizers import vocabs
@@ -116,9 +118,13 @@ class _PartBuilder:
                 temporary_path = fileio.temporary_path(path)
                 self.writers[(length, split)] = (ArrayRecordWriter(temporary_path, PART_WRITER_OPTIONS),
                                                  temporary_path, path)
-        self.examples = examples.example_kind(task.config.example_kind).start_part(
-            task.config, task.index, vocab.specials, token_dtype,
-            {key: writer.write for key, (writer, _, _) in self.writers.items()})
+        kind = examples.example_kind(task.config.example_kind)
+        record_writers = {key: writer.write for key, (writer, _, _) in self.writers.items()}
+        # The train records' tokens are counted as they are written (token_counts.py): the merge sums the parts.
+        self.token_counters = {length: token_counts.CountingWriter(record_writers[(length, "train")], vocab.size)
+                               for length in task.config.max_seq_lengths}
+        record_writers.update({(length, "train"): counter for length, counter in self.token_counters.items()})
+        self.examples = kind.start_part(task.config, task.index, vocab.specials, token_dtype, record_writers)
 
     def add(self, index: int, sentences: list[str], token_ids: np.ndarray, sentence_lengths: np.ndarray) -> None:
         """One document: its sentences, their token ids back to back and each one's token count."""
@@ -145,6 +151,9 @@ class _PartBuilder:
         for writer, temporary_path, path in self.writers.values():
             writer.close()
             fileio.commit(temporary_path, path)
+        for length, counter in self.token_counters.items():
+            token_counts.write_counts(part_token_counts_path(self.task.output_dir, self.task.index, length),
+                                      counter.counts())
         return {
             "shard_index": self.task.index,
             "shard_name": self.task.shard.name,

@@ -16,6 +16,10 @@ Per example the stream is laid out as three blocks of `length` draws: a priority
 priorities are masked: uniform sampling without replacement), an action per position (80/10/10), and a
 replacement token per position. Only the per-example stream set-up is a Python loop; the rest is vectorised
 over the batch (`mask_batch`); `mask_example` is `mask_batch` on a batch of one.
+
+Frequency smoothing (DistilBERT's `mlm_smoothing`, `frequency_smoothing` > 0): a token of training-data count c
+weighs max(1, c) ** -smoothing, and each example's budget is drawn by weighted sampling without replacement from
+the same priority uniforms (`mask_positions.race_keys`), so rare tokens are masked more often than uniformly.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from typing import Sequence
 import numpy as np
 
 from bert_jax.data import records
+from bert_jax.data.mask_positions import NOT_MASKABLE, choose_tokens, choose_whole_words, race_keys
 from bert_jax.data.tokenizers import vocabs
+from bert_jax.errors import ConfigError
 
 _UINT64_TO_UNIT = 2.0**-53  # (raw >> 11) * 2**-53 is uniform on [0, 1) with 53 random bits
-_NOT_MASKABLE = 2.0  # priority above any uniform draw: such positions are never chosen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +47,11 @@ class MaskingConfig:
     random_token_prob: float = 0.1  # ... shown as a random non-special token; the rest are left unchanged
     whole_word: bool = False  # choose whole words (a token and its following ## pieces, or its Ġ-less BPE tokens)
     static: bool = False  # same mask every epoch (as the original's offline masking), else dynamic
+    # > 0: choose positions with probability proportional to max(1, count) ** -frequency_smoothing (DistilBERT: 0.7)
+    # instead of uniformly; 0 = uniform. The counts come from `with_token_counts` (the loader reads the data dir's).
+    frequency_smoothing: float = 0.0
+    # [vocab size] float64 weight per token id, max(1, count) ** -frequency_smoothing; set by `with_token_counts`.
+    token_weights: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_predictions < 1:
@@ -55,6 +65,15 @@ class MaskingConfig:
                 f"mask_token_prob + random_token_prob must be <= 1 (the rest is left unchanged), got "
                 f"{self.mask_token_prob} + {self.random_token_prob}"
             )
+        if not (np.isfinite(self.frequency_smoothing) and self.frequency_smoothing >= 0):
+            raise ConfigError(f"frequency_smoothing (data.mlm_smoothing) must be >= 0 (0 = uniform masking, "
+                              f"DistilBERT uses 0.7), got {self.frequency_smoothing}")
+        if self.token_weights is not None:
+            weights = np.array(self.token_weights, dtype=np.float64)  # a private, read-only copy
+            if weights.ndim != 1 or not np.all(np.isfinite(weights) & (weights > 0)):
+                raise ValueError("token_weights must be one finite, positive weight per token id")
+            weights.flags.writeable = False
+            object.__setattr__(self, "token_weights", weights)
 
     @classmethod
     def from_data_config(cls, data_config, max_predictions: int) -> "MaskingConfig":
@@ -64,7 +83,20 @@ class MaskingConfig:
             masked_lm_prob=data_config.masked_lm_prob,
             whole_word=data_config.whole_word_masking,
             static=data_config.static_masking,
+            frequency_smoothing=data_config.get("mlm_smoothing", 0.0),
         )
+
+    def with_token_counts(self, counts: np.ndarray) -> "MaskingConfig":
+        """This config with the token weights of per-id `counts` (`token_counts.py`): max(1, count) ** -smoothing."""
+        counts = np.asarray(counts)
+        if counts.ndim != 1 or (counts.size and counts.min() < 0):
+            raise ValueError(f"token counts must be one non-negative count per token id, got shape {counts.shape}")
+        weights = np.maximum(counts, 1).astype(np.float64) ** -self.frequency_smoothing
+        return dataclasses.replace(self, token_weights=weights)
+
+    @property
+    def smoothed(self) -> bool:
+        return self.frequency_smoothing > 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -178,56 +210,6 @@ def _as_row_values(values: int | Sequence[int] | np.ndarray, batch_size: int, na
     return array
 
 
-def _choose_tokens(priority: np.ndarray, budget: np.ndarray, max_predictions: int) -> np.ndarray:
-    """Marks the `budget` lowest-priority maskable positions of each row (uniform without replacement)."""
-    batch_size, seq_len = priority.shape
-    width = min(max_predictions, seq_len)
-    lowest = np.argpartition(priority, width - 1, axis=1)[:, :width] if width < seq_len else np.argsort(
-        priority, axis=1
-    )
-    lowest_priorities = np.take_along_axis(priority, lowest, axis=1)
-    lowest = np.take_along_axis(lowest, np.argsort(lowest_priorities, axis=1, kind="stable"), axis=1)[:, :width]
-    chosen = np.zeros((batch_size, seq_len), dtype=bool)
-    rows = np.arange(batch_size)[:, None]
-    chosen[rows, lowest] = np.arange(width)[None, :] < budget[:, None]
-    return chosen
-
-
-def _choose_whole_words(
-    priority: np.ndarray, maskable: np.ndarray, continuation: np.ndarray, budget: np.ndarray
-) -> np.ndarray:
-    """Whole-word selection as the original: words in random order, a word that would overshoot is skipped.
-
-    A word is a maskable token plus the maskable continuation tokens right after it (WordPiece's `##` pieces; BPE
-    tokens without the leading-space marker `Ġ`, e.g. the `,` of `Ġword ,`); a continuation token after
-    [CLS]/[SEP] (`<s>`/`</s>`) starts a word of its own, so a word never spans segments or documents (a document's
-    first BPE word has no `Ġ`, and follows `<s>`; the build gives every later sentence its leading space). The
-    word's priority is its first token's.
-    """
-    batch_size, seq_len = priority.shape
-    previous_maskable = np.zeros_like(maskable)
-    previous_maskable[:, 1:] = maskable[:, :-1]
-    starts = maskable & ~(continuation & previous_maskable)
-    word_id = np.cumsum(starts, axis=1) - 1  # meaningful on maskable positions only
-    flat_word = (np.arange(batch_size)[:, None] * seq_len + np.maximum(word_id, 0))[maskable]
-    word_length = np.bincount(flat_word, minlength=batch_size * seq_len).reshape(batch_size, seq_len)
-    order = np.argsort(np.where(starts, priority, _NOT_MASKABLE), axis=1, kind="stable")
-    num_words = starts.sum(axis=1)
-    rows = np.arange(batch_size)
-    taken = np.zeros(batch_size, dtype=np.int64)
-    word_accepted = np.zeros((batch_size, seq_len), dtype=bool)
-    for rank in range(int(num_words.max(initial=0))):
-        start = order[:, rank]
-        length = word_length[rows, np.maximum(word_id[rows, start], 0)]
-        # len(masked) >= budget: stop; len(masked) + len(word) > budget: skip this word (original semantics).
-        accept = (rank < num_words) & (taken < budget) & (taken + length <= budget)
-        word_accepted[rows, word_id[rows, start]] |= accept
-        taken += np.where(accept, length, 0)
-        if not np.any((rank + 1 < num_words) & (taken < budget)):
-            break
-    return maskable & np.take_along_axis(word_accepted, np.maximum(word_id, 0), axis=1)
-
-
 def mask_batch(
     examples: Sequence[records.PairExample] | Sequence[records.PackedExample],
     *,
@@ -278,11 +260,14 @@ def mask_batch(
     maskable = in_sequence & (original_ids != vocab.cls_id) & (original_ids != vocab.sep_id)
     maskable &= original_ids != vocab.pad_id
     budget = num_to_predict(maskable.sum(axis=1), config)
-    priority = np.where(maskable, priority_u, _NOT_MASKABLE)
+    priority = np.where(maskable, priority_u, NOT_MASKABLE)
+    weights = _position_weights(config, original_ids) if config.smoothed else None
     if config.whole_word:
-        chosen = _choose_whole_words(priority, maskable, vocab.is_continuation[original_ids], budget)
+        chosen = choose_whole_words(priority, maskable, vocab.is_continuation[original_ids], budget, weights)
     else:
-        chosen = _choose_tokens(priority, budget, max_predictions)
+        if weights is not None:
+            priority = race_keys(priority_u, maskable, weights)
+        chosen = choose_tokens(priority, budget, max_predictions)
 
     show_mask = chosen & (action_u < config.mask_token_prob)
     show_random = chosen & ~show_mask & (action_u < config.mask_token_prob + config.random_token_prob)
@@ -311,6 +296,17 @@ def mask_batch(
     if with_pairs:
         batch["next_sentence_labels"] = next_sentence_labels
     return batch
+
+
+def _position_weights(config: MaskingConfig, original_ids: np.ndarray) -> np.ndarray:
+    """The smoothing weight of the token at every position."""
+    if config.token_weights is None:
+        raise ValueError("frequency_smoothing > 0 needs the training data's token counts: "
+                         "config.with_token_counts(counts) (make_loader reads them from the dataset directory)")
+    if int(original_ids.max(initial=0)) >= len(config.token_weights):
+        raise ValueError(f"token id {int(original_ids.max())} has no weight: the token counts cover "
+                         f"{len(config.token_weights)} ids, so they are another vocab's")
+    return config.token_weights[original_ids]
 
 
 def _random_replacements(uniform: np.ndarray, original_ids: np.ndarray, vocab: VocabInfo) -> np.ndarray:

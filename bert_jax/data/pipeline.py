@@ -15,7 +15,8 @@ batches inside each worker process, so which examples share a batch depends on `
 transforms never see the record index or epoch that masking is keyed on. Here batching happens on the
 random-access `MapDataset` before worker processes are involved, so batch k is the same for any
 `worker_count`; each worker computes whole batches. Masking randomness is a function of (seed, epoch, record
-key) only (see masking.py), never of grain's per-worker rng.
+key) only (see masking.py), never of grain's per-worker rng. Frequency-smoothed masking adds one more input, the
+same for every batch: token weights from the train split's counts (`token_counts.py`), read once here.
 
 Iterator state: `it = iter(loader)`; `state = it.get_state()` (a small JSON-serialisable dict) and
 `it.set_state(state)` on a fresh iterator of an identically configured loader resumes bit-exactly. Orbax saves
@@ -43,6 +44,7 @@ import grain
 import numpy as np
 
 from bert_jax.data import examples as example_kinds
+from bert_jax.data import token_counts
 from bert_jax.data.build_layout import stored_example_kind
 from bert_jax.data.masking import MaskingConfig, VocabInfo, mask_batch
 from bert_jax.errors import InputError
@@ -187,7 +189,9 @@ def make_loader(
     """A deterministic, checkpointable loader of this host's masked batches (see the module docstring).
 
     Each batch holds `global_batch_size // process_count` examples. `num_epochs=None` repeats forever.
-    For evaluation: `split="eval", shuffle=False, num_epochs=1, drop_remainder=False`.
+    For evaluation: `split="eval", shuffle=False, num_epochs=1, drop_remainder=False`. With
+    `masking.frequency_smoothing > 0` the token weights come from the train split's `token_counts.seq_L.npy`,
+    counted once (and written there) for a directory built before the builder wrote it (`token_counts.py`).
     """
     if process_index is None or process_count is None:
         import jax  # lazily: building a loader for inspection must not initialise a backend
@@ -235,6 +239,12 @@ def make_loader(
     vocab = VocabInfo.from_data_dir(data_dir)
     example_kind = stored_example_kind(data_dir)
     example_kinds.example_kind(example_kind)  # a clear error for a kind this version does not know
+    if masking.smoothed and masking.token_weights is None:
+        # The train split's counts weigh the tokens of every split: eval is masked as training is.
+        train_paths = paths if split == "train" else shard_paths(data_dir, max_seq_length=max_seq_length,
+                                                                 split="train")
+        masking = masking.with_token_counts(token_counts.load_or_count(
+            data_dir, max_seq_length=max_seq_length, train_paths=train_paths, vocab_size=vocab.vocab_size))
 
     slots = grain.MapDataset.range(slots_per_epoch)
     if shuffle:

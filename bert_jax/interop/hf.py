@@ -101,9 +101,9 @@ def _check_output_dir(output_dir: Path, force: bool) -> Path:
     return output_dir.resolve()
 
 
-def tokenizer_config_dict(lowercase: bool) -> dict:
+def tokenizer_config_dict(lowercase: bool, tokenizer_class: str = "BertTokenizer") -> dict:
     return {
-        "tokenizer_class": "BertTokenizer",
+        "tokenizer_class": tokenizer_class,
         "do_lower_case": lowercase,
         "tokenize_chinese_chars": True,
         "strip_accents": None,
@@ -121,7 +121,8 @@ def export_pretrained(
     lowercase: bool | None = None,
     force: bool = False,
 ) -> list[Path]:
-    """Writes an HF directory of the model's class (`BertForPreTraining`, `RobertaForMaskedLM`, ...):
+    """Writes an HF directory of the model's class (`BertForPreTraining`, `RobertaForMaskedLM`,
+    `DistilBertForMaskedLM`, ...):
     `model.safetensors`, `config.json` and, with a vocab, the tokenizer: a WordPiece `vocab.txt` with its
     `tokenizer_config.json`, or a byte-level BPE `tokenizer.json` with the files beside it.
 
@@ -134,11 +135,12 @@ def export_pretrained(
     written.append(fileio.write_json(output_dir / "config.json",
                                      hf_config_dict(model.config, type(model).__name__), indent=2))
     if vocab_file is not None:
-        written += _export_tokenizer(Path(vocab_file), output_dir, model.config.vocab_size, lowercase)
+        written += _export_tokenizer(Path(vocab_file), output_dir, model.config, lowercase)
     return written
 
 
-def _export_tokenizer(vocab_file: Path, output_dir: Path, vocab_size: int, lowercase: bool | None) -> list[Path]:
+def _export_tokenizer(vocab_file: Path, output_dir: Path, config, lowercase: bool | None) -> list[Path]:
+    vocab_size = config.vocab_size
     if vocab_file.name == "tokenizer.json":
         import tokenizers
 
@@ -160,7 +162,8 @@ def _export_tokenizer(vocab_file: Path, output_dir: Path, vocab_size: int, lower
         lowercase = is_lowercase_vocab(str(vocab_file))
     return [
         fileio.write_text(output_dir / "vocab.txt", vocab_text),
-        fileio.write_json(output_dir / "tokenizer_config.json", tokenizer_config_dict(lowercase), indent=2),
+        fileio.write_json(output_dir / "tokenizer_config.json",
+                          tokenizer_config_dict(lowercase, architecture(config).tokenizer_class), indent=2),
         fileio.write_json(output_dir / "special_tokens_map.json", SPECIAL_TOKENS, indent=2),
     ]
 
@@ -198,8 +201,8 @@ class ImportReport:
 
 
 def config_from_hf(model_dir: str | os.PathLike, **overrides):
-    """Our config of the directory's architecture (`BertConfig`, `RobertaConfig`) from its `config.json`; fields we do
-    not model are refused if they change the function."""
+    """Our config of the directory's architecture (`BertConfig`, `RobertaConfig`, `DistilBertConfig`) from its
+    `config.json`; fields we do not model are refused if they change the function."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{path} not found: a Hugging Face model directory needs config.json")
@@ -285,8 +288,9 @@ def from_hf_state_dict(model, tensors: dict[str, np.ndarray]) -> ImportReport:
 def load_pretrained(model_dir: str | os.PathLike, *, seed: int = 0, heads: tuple[str, ...] = ("mlm", "nsp"),
                     **config_overrides):
     """Loads any HF safetensors checkpoint of the family (`BertModel`, `BertForPreTraining`, `BertForMaskedLM`,
-    `RobertaModel`, `RobertaForMaskedLM`, ...) into our model of its architecture with `heads` (BERT's default: MLM
-    and NSP, as `BertForPreTraining`; RoBERTa has the MLM head only).
+    `RobertaModel`, `RobertaForMaskedLM`, `DistilBertModel`, `DistilBertForMaskedLM`, ...) into our model of its
+    architecture with `heads` (BERT's default: MLM and NSP, as `BertForPreTraining`; RoBERTa and DistilBERT have the
+    MLM head only).
 
     Parameters the checkpoint lacks (e.g. the NSP head of a `BertForMaskedLM`) keep their fresh initialisation from
     `seed` and are listed in the report. `config_overrides` (e.g. `dtype="bfloat16"`) replace config.json values.

@@ -2,7 +2,8 @@
 transform both ways. The only place that knows how Hugging Face spells a weight.
 
 Our attention kernels keep heads as their own axis ([D, N, H] and [N, H, D]) so they can be sharded over heads; HF
-stores every dense layer as [out, in]. BERT and RoBERTa share the encoder's table under their own prefixes.
+stores every dense layer as [out, in]. BERT and RoBERTa share the encoder's table under their own prefixes;
+DistilBERT's has other names for the same modules (`EncoderLayout`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,38 @@ def layer_norm(ours, hf) -> list[Entry]:
             Entry(ours + ("bias",), hf + ".bias", _same, _same)]
 
 
-def encoder(config, ours_prefix: str, hf_prefix: str) -> list[Entry]:
-    """Embeddings and encoder layers of BERT's layout under `ours_prefix` / `hf_prefix` ("bert", "roberta")."""
+@dataclasses.dataclass(frozen=True)
+class EncoderLayout:
+    """How Hugging Face spells an encoder's weights below the model's prefix: the embedding tables (ours have the
+    same names), where the layers are, and each layer's modules (ours are the same `layers.EncoderLayer` in all)."""
+
+    embeddings: tuple[str, ...]
+    layers: str
+    query: str
+    key: str
+    value: str
+    attention_output: str
+    attention_layer_norm: str
+    intermediate: str
+    output: str
+    layer_norm: str
+
+
+BERT_LAYOUT = EncoderLayout(
+    embeddings=("word_embeddings", "position_embeddings", "token_type_embeddings"), layers="encoder.layer",
+    query="attention.self.query", key="attention.self.key", value="attention.self.value",
+    attention_output="attention.output.dense", attention_layer_norm="attention.output.LayerNorm",
+    intermediate="intermediate.dense", output="output.dense", layer_norm="output.LayerNorm",
+)
+DISTILBERT_LAYOUT = EncoderLayout(
+    embeddings=("word_embeddings", "position_embeddings"), layers="transformer.layer",
+    query="attention.q_lin", key="attention.k_lin", value="attention.v_lin", attention_output="attention.out_lin",
+    attention_layer_norm="sa_layer_norm", intermediate="ffn.lin1", output="ffn.lin2", layer_norm="output_layer_norm",
+)
+
+
+def encoder(config, ours_prefix: str, hf_prefix: str, layout: EncoderLayout = BERT_LAYOUT) -> list[Entry]:
+    """Embeddings and encoder layers under `ours_prefix` / `hf_prefix` ("bert", "roberta", "distilbert")."""
     d, n, h = config.hidden_size, config.num_attention_heads, config.head_dim
 
     def heads_in(ours, hf):  # our [D, N, H] <-> HF [N*H, D]
@@ -52,23 +83,20 @@ def encoder(config, ours_prefix: str, hf_prefix: str) -> list[Entry]:
         ]
 
     emb, hf_emb = (ours_prefix, "embeddings"), f"{hf_prefix}.embeddings"
-    entries = [
-        Entry(emb + ("word_embeddings", "embedding"), f"{hf_emb}.word_embeddings.weight", _same, _same),
-        Entry(emb + ("position_embeddings", "embedding"), f"{hf_emb}.position_embeddings.weight", _same, _same),
-        Entry(emb + ("token_type_embeddings", "embedding"), f"{hf_emb}.token_type_embeddings.weight", _same, _same),
-        *layer_norm(emb + ("layer_norm",), f"{hf_emb}.LayerNorm"),
-    ]
+    entries = [Entry(emb + (table, "embedding"), f"{hf_emb}.{table}.weight", _same, _same)
+               for table in layout.embeddings]
+    entries += layer_norm(emb + ("layer_norm",), f"{hf_emb}.LayerNorm")
     for i in range(config.num_hidden_layers):
-        ours, hf = (ours_prefix, "layers", i), f"{hf_prefix}.encoder.layer.{i}"
+        ours, hf = (ours_prefix, "layers", i), f"{hf_prefix}.{layout.layers}.{i}."
         entries += [
-            *heads_in(ours + ("attention", "query"), hf + ".attention.self.query"),
-            *heads_in(ours + ("attention", "key"), hf + ".attention.self.key"),
-            *heads_in(ours + ("attention", "value"), hf + ".attention.self.value"),
-            *heads_out(ours + ("attention", "output"), hf + ".attention.output.dense"),
-            *layer_norm(ours + ("attention", "layer_norm"), hf + ".attention.output.LayerNorm"),
-            *dense(ours + ("intermediate",), hf + ".intermediate.dense"),
-            *dense(ours + ("output",), hf + ".output.dense"),
-            *layer_norm(ours + ("layer_norm",), hf + ".output.LayerNorm"),
+            *heads_in(ours + ("attention", "query"), hf + layout.query),
+            *heads_in(ours + ("attention", "key"), hf + layout.key),
+            *heads_in(ours + ("attention", "value"), hf + layout.value),
+            *heads_out(ours + ("attention", "output"), hf + layout.attention_output),
+            *layer_norm(ours + ("attention", "layer_norm"), hf + layout.attention_layer_norm),
+            *dense(ours + ("intermediate",), hf + layout.intermediate),
+            *dense(ours + ("output",), hf + layout.output),
+            *layer_norm(ours + ("layer_norm",), hf + layout.layer_norm),
         ]
     return entries
 
@@ -93,10 +121,12 @@ class Architecture:
     ignored: tuple[str, ...]  # buffers and tied duplicates that checkpoints carry
     renames: dict[str, str]  # names some classes or versions use -> ours
     config_extra: dict[str, Any]  # config.json fields beyond the config's own
+    bare_roots: tuple[str, ...] = ("embeddings.", "encoder.", "pooler.")  # the bare encoder class's, unprefixed
+    tokenizer_class: str = "BertTokenizer"  # tokenizer_config.json's for a WordPiece vocab
 
     def canonical(self, key: str) -> str:
         """A checkpoint key as the largest model class spells it, whatever class or era wrote it."""
-        if key.startswith(("embeddings.", "encoder.", "pooler.")):  # the bare encoder class has no prefix
+        if key.startswith(self.bare_roots):  # the bare encoder class has no prefix
             key = f"{self.prefix}.{key}"
         key = _tf_layer_norm_names(key)
         return self.renames.get(key, key)
@@ -122,6 +152,15 @@ def _roberta_entries(config) -> list[Entry]:
     ]
 
 
+def _distilbert_entries(config) -> list[Entry]:
+    return [
+        *encoder(config, "distilbert", "distilbert", DISTILBERT_LAYOUT),
+        *dense(("mlm_transform",), "vocab_transform"),
+        *layer_norm(("mlm_layer_norm",), "vocab_layer_norm"),
+        Entry(("mlm_bias",), "vocab_projector.bias", _same, _same),
+    ]
+
+
 ARCHITECTURES = {
     "bert": Architecture(
         model_type="bert", prefix="bert", entries=_bert_entries,
@@ -136,5 +175,16 @@ ARCHITECTURES = {
         ignored=("embeddings.position_ids", "embeddings.token_type_ids", "lm_head.decoder.weight"),
         renames={"lm_head.decoder.bias": "lm_head.bias"},
         config_extra={"position_embedding_type": "absolute"},
+    ),
+    "distilbert": Architecture(
+        model_type="distilbert", prefix="distilbert", entries=_distilbert_entries,
+        heads={"vocab_transform.": "MLM head", "vocab_layer_norm.": "MLM head", "vocab_projector.": "MLM head"},
+        ignored=("embeddings.position_ids", "vocab_projector.weight"),  # a buffer; the decoder tied to the embeddings
+        renames={},
+        config_extra={},
+        bare_roots=("embeddings.", "transformer."),
+        # Its tokenizer is BERT's WordPiece, but DistilBertTokenizer gives no token_type_ids, which
+        # DistilBertForMaskedLM does not take (`model(**tokenizer(text))` must work).
+        tokenizer_class="DistilBertTokenizer",
     ),
 }

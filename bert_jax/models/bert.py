@@ -58,17 +58,11 @@ class BertModel(nnx.Module):
         rngs: nnx.Rngs | None = None,
         output_hidden_states: bool = False,
     ):
-        mask_Bx1x1xS = input_mask_BxS.astype(jnp.bool_)[:, None, None, :]
         x_BxSxD = self.embeddings(input_ids_BxS, segment_ids_BxS, deterministic=deterministic, rngs=rngs)
-        x_BxSxD, hidden_states = layers.run_layers(
-            self.layers, x_BxSxD, mask_Bx1x1xS, scan=self.config.scan_layers, deterministic=deterministic,
-            rngs=rngs, output_hidden_states=output_hidden_states,
-        )
-        outputs = {"sequence_output": x_BxSxD}
+        outputs = layers.encode(self.layers, x_BxSxD, input_mask_BxS, scan=self.config.scan_layers,
+                                deterministic=deterministic, rngs=rngs, output_hidden_states=output_hidden_states)
         if hasattr(self, "pooler"):
-            outputs["pooled_output"] = jnp.tanh(self.pooler(x_BxSxD[:, 0]))
-        if output_hidden_states:
-            outputs["hidden_states"] = hidden_states
+            outputs["pooled_output"] = jnp.tanh(self.pooler(outputs["sequence_output"][:, 0]))
         return outputs
 
 
@@ -95,11 +89,7 @@ class BertForMaskedLM(nnx.Module, heads.MaskedLMHead):
         outputs."""
         outputs = self.bert(input_ids_BxS, input_mask_BxS, segment_ids_BxS, deterministic=deterministic, rngs=rngs,
                             output_hidden_states=output_hidden_states)
-        x_BxSxD = outputs["sequence_output"]
-        if masked_lm_positions_BxP is not None:
-            x_BxSxD = heads.gather_positions(x_BxSxD, masked_lm_positions_BxP)
-        outputs["mlm_logits"] = self.mlm_logits(x_BxSxD, self.bert.embeddings.word_embeddings.embedding[...])
-        return outputs
+        return self.add_mlm_logits(outputs, masked_lm_positions_BxP, self.bert.embeddings.word_embeddings.embedding[...])
 
 
 class BertForPreTraining(BertForMaskedLM):

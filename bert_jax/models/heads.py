@@ -32,6 +32,14 @@ class MaskedLMHead:
         dtype = layers.compute_dtype(self.config)
         return self.mlm_decoder(h_BxPxD.astype(dtype), embedding_VxD.astype(dtype), self.mlm_bias[...].astype(dtype))
 
+    def add_mlm_logits(self, outputs: dict, masked_lm_positions_BxP, embedding_VxD) -> dict:
+        """`outputs` (the encoder's) with `mlm_logits`: [B, P, V] at the positions, or [B, S, V] when they are None."""
+        x_BxSxD = outputs["sequence_output"]
+        if masked_lm_positions_BxP is not None:
+            x_BxSxD = gather_positions(x_BxSxD, masked_lm_positions_BxP)
+        outputs["mlm_logits"] = self.mlm_logits(x_BxSxD, embedding_VxD)
+        return outputs
+
 
 def gather_positions(x_BxSxD, positions_BxP) -> jax.Array:
     """The hidden states at the given positions: the MLM head runs only there during training, as the original."""

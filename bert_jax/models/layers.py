@@ -76,13 +76,14 @@ def layer_norm(config, axis_name, *, rngs):
     )
 
 
-def embed(config, num, axes, *, rngs):
+def embed(config, num, axes, *, rngs, init=None):
+    """An embedding table [num, D]; `init(key, shape, dtype)` replaces the truncated normal (DistilBERT's sines)."""
     return nnx.Embed(
         num,
         config.hidden_size,
         dtype=compute_dtype(config),
         param_dtype=storage_dtype(config),
-        embedding_init=initializer(config),
+        embedding_init=init or initializer(config),
         embedding_metadata={"logical_axes": axes},
         rngs=rngs,
     )
@@ -95,7 +96,7 @@ def dropout(config, rate: float):
 class SelfAttention(nnx.Module):
     """Multi-head self-attention with the padding mask, then the output projection, dropout, residual, LayerNorm."""
 
-    def __init__(self, config, *, rngs: nnx.Rngs):
+    def __init__(self, config, *, rngs: nnx.Rngs, output_dropout: bool = True):
         n, h, d = config.num_attention_heads, config.head_dim, config.hidden_size
         self.config = config
         self.query = linear(config, d, (n, h), ("embed", "heads", "kv"), rngs=rngs)
@@ -103,7 +104,7 @@ class SelfAttention(nnx.Module):
         self.value = linear(config, d, (n, h), ("embed", "heads", "kv"), rngs=rngs)
         self.output = linear(config, (n, h), d, ("heads", "kv", "embed"), in_axes=(-2, -1), rngs=rngs)
         self.attention_dropout = dropout(config, config.attention_probs_dropout_prob)
-        self.output_dropout = dropout(config, config.hidden_dropout_prob)
+        self.output_dropout = dropout(config, config.hidden_dropout_prob if output_dropout else 0.0)
         self.layer_norm = layer_norm(config, "embed", rngs=rngs)
 
     def _attend(self, q_BxSxNxH, k_BxSxNxH, v_BxSxNxH, mask_Bx1x1xS, *, deterministic, rngs):
@@ -141,10 +142,14 @@ class SelfAttention(nnx.Module):
 
 
 class EncoderLayer(nnx.Module):
-    """One post-LN encoder layer: attention block, then feed-forward block with residual and LayerNorm."""
+    """One post-LN encoder layer: attention block, then feed-forward block with residual and LayerNorm.
 
-    def __init__(self, config, *, rngs: nnx.Rngs):
-        self.attention = SelfAttention(config, rngs=rngs)
+    `attention_output_dropout=False` leaves out the dropout after the attention's output projection, which
+    DistilBERT's layer does not have (BERT's and RoBERTa's do); the parameters are the same either way.
+    """
+
+    def __init__(self, config, *, rngs: nnx.Rngs, attention_output_dropout: bool = True):
+        self.attention = SelfAttention(config, rngs=rngs, output_dropout=attention_output_dropout)
         self.intermediate = linear(config, config.hidden_size, config.intermediate_size, ("embed", "mlp"), rngs=rngs)
         self.output = linear(config, config.intermediate_size, config.hidden_size, ("mlp", "embed"), rngs=rngs)
         self.output_dropout = dropout(config, config.hidden_dropout_prob)
@@ -187,3 +192,15 @@ def run_layers(layers, x_BxSxD, mask_Bx1x1xS, *, scan: bool, deterministic, rngs
         x_BxSxD = layer(x_BxSxD, mask_Bx1x1xS, deterministic=deterministic, rngs=rngs)
         hidden_states.append(x_BxSxD)
     return x_BxSxD, (tuple(hidden_states) if output_hidden_states else None)
+
+
+def encode(layers, x_BxSxD, input_mask_BxS, *, scan: bool, deterministic, rngs, output_hidden_states=False) -> dict:
+    """The encoder's outputs from its embeddings' output `x` and the padding mask (1 = real token):
+    `sequence_output`, and `hidden_states` (the embeddings' output, then each layer's) when asked."""
+    mask_Bx1x1xS = input_mask_BxS.astype(jnp.bool_)[:, None, None, :]
+    x_BxSxD, hidden_states = run_layers(layers, x_BxSxD, mask_Bx1x1xS, scan=scan, deterministic=deterministic,
+                                        rngs=rngs, output_hidden_states=output_hidden_states)
+    outputs = {"sequence_output": x_BxSxD}
+    if output_hidden_states:
+        outputs["hidden_states"] = hidden_states
+    return outputs

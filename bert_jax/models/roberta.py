@@ -54,16 +54,9 @@ class RobertaModel(nnx.Module):
                  rngs: nnx.Rngs | None = None, output_hidden_states: bool = False):
         if segment_ids_BxS is None:
             segment_ids_BxS = jnp.zeros_like(input_ids_BxS)
-        mask_Bx1x1xS = input_mask_BxS.astype(jnp.bool_)[:, None, None, :]
         x_BxSxD = self.embeddings(input_ids_BxS, segment_ids_BxS, deterministic=deterministic, rngs=rngs)
-        x_BxSxD, hidden_states = layers.run_layers(
-            self.layers, x_BxSxD, mask_Bx1x1xS, scan=self.config.scan_layers, deterministic=deterministic,
-            rngs=rngs, output_hidden_states=output_hidden_states,
-        )
-        outputs = {"sequence_output": x_BxSxD}
-        if output_hidden_states:
-            outputs["hidden_states"] = hidden_states
-        return outputs
+        return layers.encode(self.layers, x_BxSxD, input_mask_BxS, scan=self.config.scan_layers,
+                             deterministic=deterministic, rngs=rngs, output_hidden_states=output_hidden_states)
 
 
 class RobertaForMaskedLM(nnx.Module, heads.MaskedLMHead):
@@ -79,11 +72,8 @@ class RobertaForMaskedLM(nnx.Module, heads.MaskedLMHead):
         """Returns `mlm_logits` [B, P, V] (or [B, S, V] without positions) with the encoder's outputs."""
         outputs = self.roberta(input_ids_BxS, input_mask_BxS, segment_ids_BxS, deterministic=deterministic,
                                rngs=rngs, output_hidden_states=output_hidden_states)
-        x_BxSxD = outputs["sequence_output"]
-        if masked_lm_positions_BxP is not None:
-            x_BxSxD = heads.gather_positions(x_BxSxD, masked_lm_positions_BxP)
-        outputs["mlm_logits"] = self.mlm_logits(x_BxSxD, self.roberta.embeddings.word_embeddings.embedding[...])
-        return outputs
+        return self.add_mlm_logits(outputs, masked_lm_positions_BxP,
+                                   self.roberta.embeddings.word_embeddings.embedding[...])
 
 
 # The model for each set of heads an objective reads.

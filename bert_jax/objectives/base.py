@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -23,6 +23,16 @@ class BatchShape:
     max_predictions: int = 0  # masked positions per sequence (objectives with an MLM loss)
 
 
+@dataclasses.dataclass(frozen=True)
+class FrozenSpec:
+    """A model an objective reads but never trains (a distillation teacher). The core places its parameters on the
+    mesh once and passes them to every step as an argument: never in the optimizer state or a checkpoint."""
+
+    make_model: Callable[[Any], Any]  # make(rngs) -> the frozen model (its architecture and heads)
+    load_params: Callable[[], Any]  # -> its parameters as host arrays, the nnx.State of make_model's nnx.Param
+    description: str  # where it comes from, for logs and errors
+
+
 class Objective(abc.ABC):
     """A training objective. Subclasses set `name`, `heads` and `train_metrics` and implement the methods."""
 
@@ -30,14 +40,18 @@ class Objective(abc.ABC):
     heads: tuple[str, ...]  # the model heads it reads (selects the model class, e.g. ("mlm", "nsp"))
     train_metrics: tuple[str, ...]  # summary keys shown on the console's train line besides `loss`
 
+    def __init__(self, config=None):
+        self.config = config  # the run's config, for objectives with fields of their own
+
     @abc.abstractmethod
     def batch_contract(self, shape: BatchShape) -> dict[str, tuple[tuple[int, ...], Any]]:
         """Field -> (shape, NumPy dtype) of the global batch the step is compiled for. Every field is split over the
         data axes on its first dimension. Eval batches add `example_weights` [B] (1 = real, 0 = padding)."""
 
     @abc.abstractmethod
-    def forward(self, model, batch: Mapping[str, Any], *, deterministic: bool, rngs) -> dict[str, Any]:
-        """Runs the model on the batch's inputs; returns its outputs."""
+    def forward(self, model, batch: Mapping[str, Any], *, deterministic: bool, rngs, frozen=None) -> dict[str, Any]:
+        """Runs the model on the batch's inputs; returns its outputs. `frozen` is the frozen model (`frozen_spec`),
+        merged with its parameters, or None."""
 
     @abc.abstractmethod
     def sums(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,6 +73,19 @@ class Objective(abc.ABC):
     @abc.abstractmethod
     def flops_per_token(self, model_config, shape: BatchShape) -> float:
         """Training (forward + backward) model FLOPs per input token, multiply-add = 2 (for MFU)."""
+
+    def frozen_spec(self) -> FrozenSpec | None:
+        """The frozen model this objective reads, if any (none by default)."""
+        return None
+
+    def init_params(self, params, frozen_params):
+        """A fresh model's parameters, made from the frozen model's where the objective wants that (a student
+        initialised from its teacher); runs inside the sharded init. By default, unchanged."""
+        return params
+
+    def check_data(self, data_dir: str, vocab_size: int) -> None:
+        """Raises `InputError` when the built dataset in `data_dir` cannot serve this objective beyond what the
+        trainer checks for every objective (a distillation teacher's vocabulary must be the data's)."""
 
     def field_names(self) -> tuple[str, ...]:
         """The batch contract's field names (they do not depend on the shape)."""

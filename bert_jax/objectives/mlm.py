@@ -27,7 +27,7 @@ class MaskedLM(Objective):
             "masked_lm_weights": ((b, p), np.float32),
         }
 
-    def forward(self, model, batch, *, deterministic, rngs):
+    def forward(self, model, batch, *, deterministic, rngs, frozen=None):
         return model(batch["input_ids"], batch["input_mask"], batch["segment_ids"], batch["masked_lm_positions"],
                      deterministic=deterministic, rngs=rngs)
 

@@ -73,8 +73,10 @@ def make_manager(workdir: str, *, keep: int, read_only: bool = False) -> ocp.Che
     )
 
 
-def run_metadata(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, phase) -> dict[str, Any]:
+def run_metadata(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, phase,
+                 frozen_fingerprint: str = "") -> dict[str, Any]:
     return {
+        "frozen_fingerprint": frozen_fingerprint,  # the objective's frozen model (a teacher), "" for none
         "config": json.loads(config.to_json_best_effort()),
         "mesh": {name: int(size) for name, size in mesh.shape.items()},
         "process_count": jax.process_count(),
@@ -154,6 +156,36 @@ def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params, s
     return restored["params"]
 
 
+def load_run_model(workdir: str, step: int | None = None):
+    """The model of a training run's checkpoint (parameters only, on one device) -> (model, the run's config as a
+    ConfigDict, step). The model is the run's architecture with the heads of the objective it trained; configs that
+    predate `config.objective` or newer model fields take their defaults."""
+    from flax import nnx
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from bert_jax import models, objectives
+
+    if not checkpoint_dir(workdir).exists():
+        raise CheckpointError(f"{workdir} holds no checkpoints/ directory: is it a training --workdir?")
+    manager = make_manager(workdir, keep=1, read_only=True)
+    try:
+        available = manager.all_steps()
+        if not available:
+            raise CheckpointError(f"{checkpoint_dir(workdir)} holds no complete checkpoint")
+        step = max(available) if step is None else step
+        if step not in available:
+            raise CheckpointError(f"no checkpoint for step {step} in {workdir}; available: {sorted(available)}")
+        saved = read_metadata(manager, step)
+        heads = objectives.objective_class(saved["config"].get("objective", objectives.DEFAULT)).heads
+        make_model = models.constructor(models.model_config(saved["config"]["model"]), heads)
+        graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: make_model(nnx.Rngs(0))), nnx.Param)
+        one_device = NamedSharding(jax.sharding.Mesh(jax.devices()[:1], ("replica",)), PartitionSpec())
+        params = restore_params(manager, step, abstract_params, jax.tree.map(lambda _: one_device, abstract_params))
+    finally:
+        manager.close()
+    return nnx.merge(graphdef, params), ml_collections.ConfigDict(saved["config"]), step
+
+
 def replicated_host_copy(params):
     """Every process gets the full parameters as NumPy (an all-gather on multi-host meshes)."""
     import numpy as np
@@ -197,7 +229,8 @@ class PreemptionWatch:
             self._previous_handler = None
 
 
-def check_compatible(config: ml_collections.ConfigDict, saved: dict[str, Any], mesh, step: int) -> None:
+def check_compatible(config: ml_collections.ConfigDict, saved: dict[str, Any], mesh, step: int,
+                     frozen_fingerprint: str = "") -> None:
     """A checkpoint resumes only a run of the same architecture, objective, process count and loader workers; the
     message says what differs and how to resume. Fields a checkpoint's config predates take their defaults, so
     checkpoints of earlier versions resume."""
@@ -222,6 +255,12 @@ def check_compatible(config: ml_collections.ConfigDict, saved: dict[str, Any], m
         raise CheckpointError(
             f"the checkpoint at step {step} was trained with a different model (fields {changed}: "
             f"{ {k: saved_model.get(k) for k in changed} }); use its config or a new --workdir"
+        )
+    if saved.get("frozen_fingerprint", "") != frozen_fingerprint:
+        raise CheckpointError(
+            f"the checkpoint at step {step} was trained against another frozen model (teacher) than this run loads "
+            f"(parameter hash {saved.get('frozen_fingerprint', '')[:12] or 'none'} there, "
+            f"{frozen_fingerprint[:12] or 'none'} now): resume with the same teacher, or start in a new --workdir"
         )
     if saved.get("process_count", 1) != jax.process_count():
         raise CheckpointError(

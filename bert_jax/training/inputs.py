@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bert_jax.data import build, examples as example_kinds, pipeline
+from bert_jax.data import build, examples as example_kinds, pipeline, token_counts
 from bert_jax.data.build_layout import stored_example_kind
 from bert_jax.data.masking import MaskingConfig, VocabInfo
 from bert_jax.errors import InputError
@@ -46,9 +46,16 @@ def ensure_data(run_setup, plan: list[Phase]) -> None:
             log.info("built %s: %d documents, %d examples", config.data.dir, overall["documents"],
                      overall["examples"])
         sync("data built")
-    for length in lengths:  # a missing or incomplete dataset fails here, with the command that builds it
-        pipeline.shard_paths(config.data.dir, max_seq_length=length, split="train")
-    _check_fits(run_setup, VocabInfo.from_data_dir(config.data.dir))
+    vocab = VocabInfo.from_data_dir(config.data.dir) if os.path.isdir(config.data.dir) else None
+    for phase in plan:  # a missing or incomplete dataset fails here, with the command that builds it
+        paths = pipeline.shard_paths(config.data.dir, max_seq_length=phase.max_seq_length, split="train")
+        if _masking(config, phase).frequency_smoothing > 0 and jax.process_index() == 0:
+            # Frequency-smoothed masking reads the train split's token counts: one process counts an older build
+            # (once, cached in the data dir) instead of every host at once.
+            token_counts.load_or_count(config.data.dir, max_seq_length=phase.max_seq_length, train_paths=paths,
+                                       vocab_size=vocab.vocab_size)
+    sync("token counts")
+    _check_fits(run_setup, vocab)
 
 
 def _check_fits(run_setup, vocab: VocabInfo) -> None:
@@ -68,6 +75,7 @@ def _check_fits(run_setup, vocab: VocabInfo) -> None:
     if getattr(model, "pad_token_id", vocab.pad_id) != vocab.pad_id:
         raise InputError(f"{data_dir}'s vocab pads with id {vocab.pad_id} but model.pad_token_id is "
                          f"{model.pad_token_id}: set --config.model.pad_token_id={vocab.pad_id}")
+    run_setup.objective.check_data(data_dir, vocab.vocab_size)
     fields = pipeline.batch_fields(data_dir)
     missing = sorted(set(run_setup.objective.field_names()) - set(fields))
     if missing:
@@ -79,7 +87,8 @@ def _check_fits(run_setup, vocab: VocabInfo) -> None:
     segments = example_kinds.example_kind(stored_example_kind(data_dir)).segments
     if segments > model.type_vocab_size:
         raise InputError(f"the {stored_example_kind(data_dir)} examples in {data_dir} use {segments} segment ids but "
-                         f"model.type_vocab_size is {model.type_vocab_size}")
+                         f"the model has {model.type_vocab_size} token type(s): build examples of one segment "
+                         "(--example_kind full_sentences)")
 
 
 def seed32(config) -> int:
@@ -112,7 +121,7 @@ def evaluate(setup, phase: Phase, params) -> dict[str, Any]:
     for index, host_batch in enumerate(loader):
         if 0 < config.eval_steps <= index:
             break
-        sums = setup.eval_step(params, setup.global_batch(host_batch))
+        sums = setup.eval_step(params, setup.global_batch(host_batch), *setup.frozen_args)
         totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
     totals = {name: float(value) for name, value in jax.device_get(totals).items()}
     return dict(kind="eval", max_seq_length=phase.max_seq_length, examples=int(totals[EVAL_EXAMPLES]),

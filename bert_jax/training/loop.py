@@ -73,6 +73,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
     mesh = run_setup.mesh
     log.info("mesh %s over %d devices (%d processes, platform %s); objective %s", dict(mesh.shape),
              jax.device_count(), jax.process_count(), jax.devices()[0].platform, run_setup.objective.name)
+    if run_setup.frozen is not None:
+        log.info("frozen model (not trained, not checkpointed): %s, parameter hash %s",
+                 run_setup.frozen.description, run_setup.frozen.fingerprint[:12])
     manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
     writer = metrics.MetricsWriter(workdir, total_steps=config.train_steps, enabled=is_chief,
                                    train_metrics=run_setup.objective.train_metrics)
@@ -87,7 +90,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
         state = run_setup.init_state()
     else:
         saved = checkpointing.read_metadata(manager, latest)
-        checkpointing.check_compatible(config, saved, mesh, latest)
+        checkpointing.check_compatible(config, saved, mesh, latest, _frozen_fingerprint(run_setup))
         same_data = saved.get("max_seq_length") == phase.max_seq_length
         if not same_data:
             log.warning("the checkpoint at step %d was in a phase of sequence length %s, but with this config step "
@@ -114,7 +117,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
         previous_metrics = None
         while step < config.train_steps:
             profiler.before_step(step)
-            state, step_metrics = compiled(state, run_setup.global_batch(next(iterator)))
+            state, step_metrics = compiled(state, run_setup.global_batch(next(iterator)), *run_setup.frozen_args)
             step += 1
             interval.add(step_metrics)
             # The previous step's streak is read while this one runs: the device never waits for the host.
@@ -152,7 +155,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
             preempted = watch.reached(step)
             if preempted or boundary or step % config.checkpoint_every == 0 or step == config.train_steps:
                 _check_finite(config, step_metrics, step, manager)
-                checkpointing.save(manager, step, state, iterator, checkpointing.run_metadata(config, mesh, phase))
+                checkpointing.save(manager, step, state, iterator,
+                                   checkpointing.run_metadata(config, mesh, phase, _frozen_fingerprint(run_setup)))
                 writer.flush()
             if preempted:
                 manager.wait_until_finished()
@@ -171,11 +175,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
         profiler.stop()
 
 
+def _frozen_fingerprint(run_setup: setup_lib.Setup) -> str:
+    return "" if run_setup.frozen is None else run_setup.frozen.fingerprint
+
+
 def _compile(run_setup: setup_lib.Setup, phase: Phase):
     """Compiles the step for the phase's shapes ahead of the first batch: the log shows compile time and memory."""
     batch = run_setup.abstract_batch(run_setup.batch_shape(phase.max_seq_length, phase.max_predictions))
     start = time.perf_counter()
-    compiled = run_setup.train_step.lower(run_setup.abstract_state, batch).compile()
+    compiled = run_setup.train_step.lower(run_setup.abstract_state, batch, *run_setup.frozen_args).compile()
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
     per_device = ""

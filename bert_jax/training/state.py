@@ -47,11 +47,16 @@ def abstract_sharded_state(make_model: Callable, optimizer, mesh: Mesh, seed: in
     return graphdef, abstract_state, shardings
 
 
-def init_state(make_model: Callable, optimizer, shardings, seed: int) -> TrainState:
-    """A fresh train state created directly in its sharded layout (`shardings` from `abstract_sharded_state`)."""
+def init_state(make_model: Callable, optimizer, shardings, seed: int, init_params: Callable | None = None,
+               frozen_params=None) -> TrainState:
+    """A fresh train state created directly in its sharded layout (`shardings` from `abstract_sharded_state`).
+    `init_params(params, frozen_params)`, when given, makes the initial parameters from the fresh ones and a frozen
+    model's (a student from its teacher), inside the same jitted init."""
 
-    def create():
+    def create(frozen_params):
         _, params = nnx.split(make_model(nnx.Rngs(seed)), nnx.Param)
+        if init_params is not None:
+            params = init_params(params, frozen_params)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -59,7 +64,7 @@ def init_state(make_model: Callable, optimizer, shardings, seed: int) -> TrainSt
             nonfinite_streak=jnp.zeros((), jnp.int32),
         )
 
-    return jax.jit(create, out_shardings=shardings)()
+    return jax.jit(create, out_shardings=shardings)(frozen_params)
 
 
 def init_sharded_state(make_model: Callable, optimizer, mesh: Mesh, seed: int, rules=DEFAULT_RULES):

@@ -31,10 +31,17 @@ CORE_METRICS = ("loss", "grad_norm", "learning_rate", "nonfinite", "nonfinite_st
 EVAL_EXAMPLES = "eval_examples"
 
 
-def _sums(objective, graphdef, params, batch, *, deterministic, dropout_key=None):
+def _sums(objective, graphdef, params, batch, frozen, *, deterministic, dropout_key=None):
+    """`frozen`: (graphdef, params) of the frozen model (a teacher), which no gradient reaches, or None."""
     model = nnx.merge(graphdef, params)
     rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
-    return objective.sums(objective.forward(model, batch, deterministic=deterministic, rngs=rngs), batch)
+    frozen_model = None if frozen is None else nnx.merge(frozen[0], jax.lax.stop_gradient(frozen[1]))
+    outputs = objective.forward(model, batch, deterministic=deterministic, rngs=rngs, frozen=frozen_model)
+    return objective.sums(outputs, batch)
+
+
+def _frozen(frozen_graphdef, frozen_params):
+    return None if frozen_graphdef is None else (frozen_graphdef, frozen_params)
 
 
 def _split_micro_batches(batch, num_micro_batches: int):
@@ -53,9 +60,11 @@ def _split_micro_batches(batch, num_micro_batches: int):
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
+    frozen_params=None,
     *,
     graphdef,
     objective,
+    frozen_graphdef=None,
     optimizer: optax.GradientTransformation,
     schedule: optax.Schedule,
     seed: int,
@@ -63,9 +72,10 @@ def train_step(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     step_key = jax.random.fold_in(jax.random.key(seed), state.step)
     denominators = objective.denominators(batch)
+    frozen = _frozen(frozen_graphdef, frozen_params)
 
     def loss_fn(params, micro_batch, dropout_key):
-        sums = _sums(objective, graphdef, params, micro_batch, deterministic=False, dropout_key=dropout_key)
+        sums = _sums(objective, graphdef, params, micro_batch, frozen, deterministic=False, dropout_key=dropout_key)
         return objective.loss(sums, denominators), sums
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -115,34 +125,42 @@ def train_step(
     return new_state, metrics
 
 
-def eval_step(params, batch: dict[str, jax.Array], *, graphdef, objective) -> dict[str, jax.Array]:
+def eval_step(params, batch: dict[str, jax.Array], frozen_params=None, *, graphdef, objective,
+              frozen_graphdef=None) -> dict[str, jax.Array]:
     """The objective's sums without dropout, and the number of real examples (padded eval examples carry
     `example_weights` 0)."""
-    sums = _sums(objective, graphdef, params, batch, deterministic=True)
+    sums = _sums(objective, graphdef, params, batch, _frozen(frozen_graphdef, frozen_params), deterministic=True)
     first = next(iter(batch.values()))
     weights = batch.get("example_weights", jnp.ones(first.shape[:1], jnp.float32))
     return dict(sums, **{EVAL_EXAMPLES: jnp.sum(weights.astype(jnp.float32))})
 
 
+def _frozen_in(frozen_shardings) -> tuple:
+    return () if frozen_shardings is None else (frozen_shardings,)
+
+
 def jit_train_step(*, graphdef, objective, optimizer, schedule, seed: int, grad_accum_steps: int, state_shardings,
-                   mesh, rules=DEFAULT_RULES):
-    """The train step as it runs everywhere (trainer, benchmark, compile-ahead): `jax.jit` with the state's
-    shardings in and out, the batch split over the data axes, metrics replicated, and the old state donated."""
+                   mesh, rules=DEFAULT_RULES, frozen_graphdef=None, frozen_shardings=None):
+    """The train step as it runs everywhere (trainer, benchmark, compile-ahead): `jax.jit` of `(state, batch)`, or
+    `(state, batch, frozen_params)` for an objective with a frozen model, with the state's shardings in and out,
+    the batch split over the data axes, the frozen parameters on their own shardings, metrics replicated, and the
+    old state donated."""
     step = functools.partial(
         train_step, graphdef=graphdef, objective=objective, optimizer=optimizer, schedule=schedule, seed=seed,
-        grad_accum_steps=grad_accum_steps,
+        grad_accum_steps=grad_accum_steps, frozen_graphdef=frozen_graphdef,
     )
     return jax.jit(
         step,
-        in_shardings=(state_shardings, sharding.batch_shardings(mesh, rules)),
+        in_shardings=(state_shardings, sharding.batch_shardings(mesh, rules), *_frozen_in(frozen_shardings)),
         out_shardings=(state_shardings, sharding.replicated(mesh)),
         donate_argnums=0,
     )
 
 
-def jit_eval_step(*, graphdef, objective, param_shardings, mesh, rules=DEFAULT_RULES):
+def jit_eval_step(*, graphdef, objective, param_shardings, mesh, rules=DEFAULT_RULES, frozen_graphdef=None,
+                  frozen_shardings=None):
     return jax.jit(
-        functools.partial(eval_step, graphdef=graphdef, objective=objective),
-        in_shardings=(param_shardings, sharding.batch_shardings(mesh, rules)),
+        functools.partial(eval_step, graphdef=graphdef, objective=objective, frozen_graphdef=frozen_graphdef),
+        in_shardings=(param_shardings, sharding.batch_shardings(mesh, rules), *_frozen_in(frozen_shardings)),
         out_shardings=sharding.replicated(mesh),
     )
