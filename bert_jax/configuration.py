@@ -154,6 +154,40 @@ def model_config(config: ml_collections.ConfigDict):
     return models.model_config(config.model.to_dict())
 
 
+_PHASE_FIELDS = {"max_seq_length": (int,), "fraction": (int, float), "max_predictions": (int,)}
+
+
+def _check_phase_fields(phases) -> None:
+    """Each phase is a group of exactly the three fields, of their types (a typo or a string is named, not a
+    traceback from deep inside the trainer)."""
+    for i, phase in enumerate(phases):
+        if not isinstance(phase, (dict, ml_collections.ConfigDict)):
+            raise ConfigError(f"phases[{i}] is {phase!r}; each phase is a dict of {sorted(_PHASE_FIELDS)}")
+        keys = set(phase.keys())
+        if keys != set(_PHASE_FIELDS):
+            missing, unknown = sorted(set(_PHASE_FIELDS) - keys), sorted(keys - set(_PHASE_FIELDS))
+            raise ConfigError(f"phases[{i}] " + (f"lacks {missing}" if missing else "")
+                              + (" and " if missing and unknown else "") + (f"has unknown {unknown}" if unknown else "")
+                              + f"; each phase has exactly {sorted(_PHASE_FIELDS)}")
+        for name, types in _PHASE_FIELDS.items():
+            value = phase[name]
+            if isinstance(value, bool) or not isinstance(value, types):
+                raise ConfigError(f"phases[{i}].{name} must be {' or '.join(t.__name__ for t in types)}; "
+                                  f"got {value!r}")
+
+
+def _check_distillation(distill) -> None:
+    if not distill.temperature > 0:
+        raise ConfigError(f"distillation.temperature must be positive; got {distill.temperature}")
+    for name in ("alpha_ce", "alpha_mlm", "alpha_cos", "alpha_mse"):
+        if distill[name] < 0:
+            raise ConfigError(f"distillation.{name} must not be negative; got {distill[name]}")
+    if distill.student_init not in ("teacher", "random"):
+        raise ConfigError(f"distillation.student_init {distill.student_init!r}: use 'teacher' or 'random'")
+    if distill.teacher_dtype not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(f"distillation.teacher_dtype {distill.teacher_dtype!r}: use float32 or bfloat16")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """One clear error naming the first inconsistent field."""
     model = config.model
@@ -169,6 +203,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"{name} must be positive; got {config[name]}")
     if not config.phases:
         raise ConfigError("phases is empty; give at least one (max_seq_length, fraction, max_predictions)")
+    _check_phase_fields(config.phases)
     total = 0.0
     for i, phase in enumerate(config.phases):
         if not 0 < phase.fraction <= 1:
@@ -200,6 +235,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"optimizer.{name} must be in [0, 1); got {opt[name]}")
     if opt.learning_rate <= 0:
         raise ConfigError(f"optimizer.learning_rate must be positive; got {opt.learning_rate}")
+    if opt.name not in ("adamw", "lamb"):
+        raise ConfigError(f"optimizer.name {opt.name!r} is not supported; use 'adamw' or 'lamb'")
+    for name, low in (("grad_accum_steps", 1), ("warmup_steps", 0)):
+        if opt[name] < low:
+            raise ConfigError(f"optimizer.{name} must be at least {low}; got {opt[name]}")
+    for name in ("weight_decay", "grad_clip_norm", "end_learning_rate"):
+        if opt[name] < 0:
+            raise ConfigError(f"optimizer.{name} must not be negative; got {opt[name]} (0 turns it off)")
+    if not opt.eps > 0:
+        raise ConfigError(f"optimizer.eps must be positive; got {opt.eps}")
+    data = config.data
+    if not 0 < data.masked_lm_prob <= 1:
+        raise ConfigError(f"data.masked_lm_prob must be in (0, 1]; got {data.masked_lm_prob} (0.15 is BERT's)")
+    if data.worker_count < 0:
+        raise ConfigError(f"data.worker_count must be 0 (load in this process) or more; got {data.worker_count}")
+    if data.get("mlm_smoothing", 0.0) < 0:
+        raise ConfigError(f"data.mlm_smoothing must not be negative; got {data.mlm_smoothing} (0 = uniform)")
+    if config.eval_steps < 0:
+        raise ConfigError(f"eval_steps must be 0 (the whole eval split) or more; got {config.eval_steps}")
+    if "distillation" in config:
+        _check_distillation(config.distillation)
     rules.check_mesh_sizes(config.mesh)
     rules.merge_rules(config.mesh.rules)
     if config.mesh.tensor > 0 and architecture.num_attention_heads % config.mesh.tensor:

@@ -62,8 +62,12 @@ def _run(argv: list[str]) -> int:
                         help="the tokenizer to ship with the model: a WordPiece vocab.txt or a byte-level BPE "
                         "tokenizer.json (default: config.data.vocab_file)")
     parser.add_argument("--force", action="store_true", help="overwrite the export files in a non-empty --output")
+    parser.add_argument("--allow_missing", action="store_true",
+                        help="with --init hf:DIR: export even if DIR lacks encoder weights (freshly initialised)")
     args = parser.parse_args(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on read-only checkpoint directories
+    if args.allow_missing and (args.workdir is not None or not args.init.startswith("hf:")):
+        parser.error("--allow_missing applies to --init hf:DIR only")
     if args.workdir is not None:
         model, vocab, lowercase, step = load_from_workdir(args.workdir, args.step)
         vocab = args.vocab or vocab
@@ -76,8 +80,10 @@ def _run(argv: list[str]) -> int:
         model = models.constructor(model_config(config), objective.heads)(nnx.Rngs(config.seed))
         vocab = args.vocab or config.data.vocab_file
     elif args.init.startswith("hf:"):
+        if not args.init[3:]:
+            parser.error("--init hf:DIR needs the directory, e.g. --init hf:path/to/model")
         source = Path(args.init[3:])
-        model, report = hf.load_pretrained(source)
+        model, report = hf.load_pretrained(source, allow_missing=args.allow_missing)
         print(report.summary(), file=sys.stderr)
         vocab = args.vocab or next((source / name for name in ("vocab.txt", "tokenizer.json")
                                     if (source / name).is_file()), None)

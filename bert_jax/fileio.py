@@ -1,7 +1,9 @@
 """Atomic file writes: a temporary file in the target's directory, fsync, `os.replace`, fsync of the directory.
 
 One mechanism for every writer (exports, vocab, built shards, stats), so an interrupted process never leaves a
-half-written file under a final name, and a symlink planted at a final name is replaced, never followed.
+half-written file under a final name, and a symlink planted at a final name is replaced, never followed. Every file
+committed gets the mode `open()` gives a new file (0666 less the process umask), whatever the writer did to its
+temporary (safetensors writes its own temporary with `mkstemp`, which is 0600).
 """
 
 from __future__ import annotations
@@ -15,13 +17,27 @@ from typing import Any, Callable
 TEMPORARY_SUFFIX = ".tmp"
 
 
+def umask_mode() -> int:
+    """The mode a new file gets from `open()`: 0666 less the process umask (read without changing it on Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but only where /proc is missing)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def temporary_path(path: str | os.PathLike) -> str:
     """A fresh, exclusively created temporary file next to `path` (any stale file or link of that name is removed)."""
     directory, name = os.path.split(os.fspath(path))
     temporary = os.path.join(directory, f".{name}.{os.getpid()}{TEMPORARY_SUFFIX}")
     if os.path.lexists(temporary):
         os.unlink(temporary)  # unlinks a planted symlink itself, never its target
-    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     return temporary
 
 
@@ -30,8 +46,9 @@ def is_temporary(name: str) -> bool:
 
 
 def commit(temporary: str, path: str | os.PathLike) -> None:
-    """Makes a finished temporary file durable and moves it to its final name."""
+    """Makes a finished temporary file durable, with the umask's permissions, and moves it to its final name."""
     with open(temporary, "rb") as f:
+        os.fchmod(f.fileno(), umask_mode())
         os.fsync(f.fileno())
     os.replace(temporary, path)
     directory = os.open(os.path.dirname(os.fspath(path)) or ".", os.O_RDONLY)

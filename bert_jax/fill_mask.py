@@ -5,6 +5,9 @@ with an MLM head).
 
 Prints, for each text, one JSON line shaped as `transformers.pipeline("fill-mask")` returns it: a list of
 `{"score", "token", "token_str", "sequence"}` for a text with one `[MASK]`, a list of such lists for several.
+
+A directory that cannot give meaningful scores is refused, never answered: missing encoder weights (unless
+--allow_missing) or MLM head, a tokenizer with more tokens than the embedding table, NaN or infinite weights or scores.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from flax import nnx
 
 from bert_jax import errors
 from bert_jax.data.tokenizers.wordpiece import MASK, PAD, load_tokenizer
+from bert_jax.errors import CheckpointError
 from bert_jax.interop import hf
 
 
@@ -48,13 +52,21 @@ def load_model_tokenizer(model_dir: str | Path) -> tuple[tokenizers.Tokenizer, b
     mask and pad tokens (`[MASK]`/`[PAD]` for BERT's WordPiece, `<mask>`/`<pad>` for RoBERTa's BPE)."""
     model_dir = Path(model_dir)
     config_path = model_dir / "tokenizer_config.json"
-    tokenizer_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    try:
+        tokenizer_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{config_path} is not valid JSON ({e})") from None
+    if not isinstance(tokenizer_config, dict):
+        raise CheckpointError(f"{config_path} holds a JSON {type(tokenizer_config).__name__}, not an object")
     specials = {"mask": _token_text(tokenizer_config.get("mask_token"), MASK),
                 "pad": _token_text(tokenizer_config.get("pad_token"), PAD)}
     if (model_dir / "vocab.txt").is_file():
         tokenizer = load_tokenizer(str(model_dir / "vocab.txt"))  # casing from the directory's tokenizer_config.json
     elif (model_dir / "tokenizer.json").is_file():
-        tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        try:
+            tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        except Exception as e:  # the tokenizers library raises plain Exceptions for a malformed file
+            raise CheckpointError(f"{model_dir / 'tokenizer.json'} is not a valid tokenizer file ({e})") from None
         tokenizer.no_padding()
         tokenizer.no_truncation()
     else:
@@ -73,8 +85,9 @@ def _clean_up_spaces(text: str) -> str:
 class FillMask:
     """A loaded model and tokenizer; call with texts to get the pipeline-shaped predictions."""
 
-    def __init__(self, model_dir: str | Path):
-        self.model, self.report = hf.load_pretrained(model_dir, heads=("mlm",))
+    def __init__(self, model_dir: str | Path, *, allow_missing: bool = False):
+        self.model_dir = model_dir
+        self.model, self.report = hf.load_pretrained(model_dir, heads=("mlm",), allow_missing=allow_missing)
         if "MLM head" in self.report.missing_heads:
             raise FillMaskError(
                 f"{model_dir} has no masked-LM head: fill-mask needs a checkpoint with one (BertForPreTraining, "
@@ -82,6 +95,13 @@ class FillMask:
                 "RobertaModel, DistilBertModel)"
             )
         self.tokenizer, self.clean_up_spaces, specials = load_model_tokenizer(model_dir)
+        tokens, rows = self.tokenizer.get_vocab_size(with_added_tokens=True), self.model.config.vocab_size
+        if tokens > rows:
+            raise CheckpointError(
+                f"the tokenizer in {model_dir} has {tokens} tokens but the model's embedding table has {rows} rows "
+                "(config.json vocab_size): ids past the table would score NaN; use the tokenizer the model was "
+                "trained with"
+            )
         self.mask_token = specials["mask"]
         self.mask_id = self.tokenizer.token_to_id(self.mask_token)
         self.pad_id = self.tokenizer.token_to_id(specials["pad"])
@@ -108,6 +128,10 @@ class FillMask:
             if self.mask_id not in enc.ids:
                 raise FillMaskError(f"text {i + 1} ({text!r}) contains no {self.mask_token}; put {self.mask_token} "
                                     "where a word should be predicted")
+            if max(enc.ids, default=0) >= self.model.config.vocab_size:
+                raise FillMaskError(f"text {i + 1} has token id {max(enc.ids)}, past the model's embedding table "
+                                    f"({self.model.config.vocab_size} rows); use the tokenizer the model was trained "
+                                    "with")
             if len(enc.ids) > limit:
                 raise FillMaskError(f"text {i + 1} is {len(enc.ids)} tokens long; this model reads at most {limit}")
         length = _bucket(max(len(enc.ids) for enc in encodings), limit)
@@ -119,6 +143,9 @@ class FillMask:
             input_mask[row, : len(enc.ids)] = 1
             segment_ids[row, : len(enc.ids)] = enc.type_ids
         logits = np.asarray(self._logits_fn(self._state, input_ids, input_mask, segment_ids), np.float32)
+        if not np.isfinite(logits[input_ids == self.mask_id]).all():
+            raise CheckpointError(f"the model in {self.model_dir} gives NaN or infinite scores; its weights are "
+                                  "unusable: export it again from a healthy checkpoint")
         top_k = min(top_k, logits.shape[-1])
         return [self._predictions(np.asarray(enc.ids), logits[row], top_k) for row, enc in enumerate(encodings)]
 
@@ -158,17 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True, help="HF-format model directory (e.g. from python -m bert_jax.export)")
     parser.add_argument("--top_k", type=int, default=5, help="predictions per [MASK] (default 5)")
+    parser.add_argument("--allow_missing", action="store_true",
+                        help="answer even if the checkpoint lacks encoder weights (they are freshly initialised)")
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="text with one or more [MASK] tokens")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top_k must be at least 1")
     try:
-        fill_mask = FillMask(args.model)
+        fill_mask = FillMask(args.model, allow_missing=args.allow_missing)
         results = fill_mask(args.texts, top_k=args.top_k)
     except errors.UserError as e:
         return errors.report("python -m bert_jax.fill_mask", e)
     for result in results:
-        print(json.dumps(result, ensure_ascii=False))
+        print(json.dumps(result, ensure_ascii=False, allow_nan=False))
     return 0
 
 

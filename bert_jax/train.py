@@ -102,6 +102,9 @@ def run_command(prog: str, body, argv: list[str]) -> int:
     except errors.TrainingError as e:
         print(f"{prog}: stopped: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C: the first one saves and exits cleanly
+        print(f"{prog}: aborted by a second Ctrl-C without saving; the last checkpoint is kept", file=sys.stderr)
+        return 130
 
 
 def prepare(args) -> None:

@@ -6,13 +6,16 @@ The examples are random but well formed (`[CLS] A [SEP] B [SEP]`, words made of 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from typing import Iterator
 
 import numpy as np
+import pytest
 from array_record.python.array_record_module import ArrayRecordWriter
 
-from bert_jax.data import records
+from bert_jax.data import build_parts, records
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 UNUSED = [f"[unused{i}]" for i in range(5)]
@@ -102,3 +105,19 @@ def write_dataset(
     with open(os.path.join(root, "build_config.json"), "w", encoding="utf-8") as f:
         json.dump({"max_seq_length": list(lengths), "seed": seed}, f)
     return written
+
+
+@contextlib.contextmanager
+def killed_while_building_part(index: int) -> Iterator[None]:
+    """Within the block, an in-process build (workers=1) raises KeyboardInterrupt as input shard `index`'s part is
+    being finished: a kill after its records were written, before its completion mark."""
+    original_finish = build_parts._PartBuilder.finish
+
+    def finish(self):
+        if self.task.index == index:
+            raise KeyboardInterrupt(f"simulated kill while input shard {index} is being written")
+        return original_finish(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(build_parts._PartBuilder, "finish", finish)
+        yield

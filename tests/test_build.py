@@ -18,6 +18,7 @@ import pytest
 from bert_jax.data import build, build_parts, records
 from bert_jax.data.tokenizers import chunk_encoder, wordpiece
 from bert_jax.errors import InputError
+from tests.data_helpers import killed_while_building_part
 
 
 @pytest.fixture(scope="module")
@@ -173,20 +174,11 @@ def test_resume_after_lost_files_redoes_only_what_is_missing(marker_build, tmp_p
 def test_resume_after_a_crash_mid_build_is_byte_identical(marker_build, tmp_path, monkeypatch):
     root, config, _, _ = marker_build
     output = tmp_path / "out"
-    original_finish = build_parts._PartBuilder.finish
-
-    def crash_in_shard_2(self):
-        if self.task.index == 2:
-            raise KeyboardInterrupt("simulated kill while shard 2 is being written")
-        return original_finish(self)
-
-    monkeypatch.setattr(build_parts._PartBuilder, "finish", crash_in_shard_2)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_while_building_part(2), pytest.raises(KeyboardInterrupt):
         build.build(config, str(output))
     assert (output / ".parts" / "00001.stats.json").exists()
     assert not (output / ".parts" / "00002.stats.json").exists()
     assert list((output / ".parts" / "00002").glob(".*.tmp")), "the crash leaves temporary files only"
-    monkeypatch.setattr(build_parts._PartBuilder, "finish", original_finish)
 
     # Second crash: during the merge, after the first output shard.
     original_write = build._write_output_shard

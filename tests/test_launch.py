@@ -130,6 +130,147 @@ def test_redactor_masks_every_value_and_env_names_are_checked():
         launch_secrets.collect(["HF_TOKEN"], {})
 
 
+def _pem_key() -> str:
+    """A PEM key shaped like a real one: armor lines around 64-character base64 lines (the last one 8 long)."""
+    import base64
+
+    body = base64.b64encode(stdlib_secrets.token_bytes(150)).decode()
+    return "-----BEGIN PRIVATE KEY-----\n" + "\n".join(body[i:i + 64] for i in range(0, len(body), 64)) + \
+        "\n-----END PRIVATE KEY-----\n"
+
+
+def _service_account_key() -> str:
+    """A pretty-printed JSON service-account key (its private_key holds \\n escapes, on one line)."""
+    return json.dumps({"type": "service_account", "private_key_id": stdlib_secrets.token_hex(20),
+                       "private_key": _pem_key(), "client_id": str(stdlib_secrets.randbelow(10 ** 21))}, indent=2)
+
+
+def _secret_lines(value: str) -> list[str]:
+    """The lines of a multi-line secret that must never be printed (the rule in bert_jax/launch/secrets.py)."""
+    lines = [line.strip() for line in value.splitlines()]
+    return [line for line in lines if len(line) >= launch_secrets.MIN_LINE_CHARS and not line.startswith("-----")]
+
+
+@pytest.mark.parametrize("argument, environ, said", [
+    ("HF_TOKEN={secret}", {}, "the 2nd --env has the form NAME=VALUE"),
+    ("HF_TOKEN={secret}", {"HF_TOKEN": "{secret}"}, "the 2nd --env has the form NAME=VALUE"),
+    ("{secret}", {"HF_TOKEN": "{secret}"}, "the 2nd --env is the value of $HF_TOKEN, not a variable name: write "
+     "--env HF_TOKEN"),  # --env "$HF_TOKEN"
+    ("{secret}", {}, "the 2nd --env names a variable that is not set in this shell"),  # a pasted token
+    ("{secret}-x", {}, "the 2nd --env is not an environment variable name"),
+])
+def test_env_errors_name_the_position_or_variable_never_the_argument(argument, environ, said):
+    secret = "hf_" + stdlib_secrets.token_hex(12)
+    environ = {name: value.format(secret=secret) for name, value in environ.items()}
+    with pytest.raises(InputError) as raised:
+        launch_secrets.collect(["WANDB_API_KEY", argument.format(secret=secret)], {**environ, "WANDB_API_KEY": "k"})
+    message = str(raised.value)
+    assert said in message
+    assert secret not in message and secret[3:] not in message
+
+
+def test_env_in_a_bad_form_is_an_error_that_shows_no_value(fake_gcloud, monkeypatch, capsys):
+    secret = "hf_" + stdlib_secrets.token_hex(12)
+    monkeypatch.setenv("HF_TOKEN", secret)
+    run = ["run", *WHERE, "--config", "configs/base_cased.py:tiny", "--workdir", "gs://my-bucket/w"]
+    for bad in (["--env", f"HF_TOKEN={secret}"], ["--env", secret], ["--env", "HF_TOKEN", secret]):
+        try:
+            code = cli.main([*run, *bad])
+        except SystemExit as exit:  # argparse: `--env HF_TOKEN "$HF_TOKEN"` leaves an unrecognized argument
+            code = exit.code
+        captured = capsys.readouterr()
+        assert code == 2 and "error:" in captured.err
+        assert secret not in captured.out + captured.err and secret[3:] not in captured.out + captured.err
+    assert f"unrecognized arguments: argument {len(run) + 3} (an argument that is not a flag is not shown" \
+        in captured.err
+    assert fake_gcloud() == []
+    assert cli.main(["logs", *WHERE, "--env", secret]) == 2
+    assert "the 1st --env is the value of $HF_TOKEN" in capsys.readouterr().err
+
+
+def test_redactor_masks_quoted_escaped_and_multi_line_forms():
+    quoted = "it's a \"tricky\" one\\" + stdlib_secrets.token_hex(8)
+    redact = launch_secrets.Redactor([quoted])
+    script = f"cd job; python -m x --workdir {shlex.quote('gs://b/' + quoted)}"  # quoted once, in a worker script
+    for printed in (shlex.quote(quoted), shlex.join(["gcloud", f"--command={script}"]), repr(quoted),
+                    f"--workdir {('/x/' + quoted)!r} is not on GCS", repr({"k": quoted}), f"{quoted}\n"):
+        assert quoted[-16:] not in redact(printed), printed
+        assert launch_secrets.MASK in redact(printed)
+    trailing = launch_secrets.Redactor(["tok_" + "a" * 20 + "\n"])  # a value read from a file, newline and all
+    assert trailing("x tok_" + "a" * 20) == "x [REDACTED]"
+    overlapping = launch_secrets.Redactor(["abcdef", "defghi"])
+    assert overlapping("x abcdefghi y") == "x [REDACTED] y"  # no fragment of either is left
+
+    pem, account = _pem_key(), _service_account_key()
+    redact = launch_secrets.Redactor([pem, account])
+    out = "\n".join(redact(line) for line in f"key: {pem}\n{account}\nstep 1".splitlines())  # line by line
+    for line in _secret_lines(pem) + _secret_lines(account):
+        assert line not in out
+    assert "-----BEGIN PRIVATE KEY-----" in out and "{" in out.splitlines() and "step 1" in out  # rule: kept
+
+
+def test_worker_output_is_masked_line_by_line_for_multi_line_and_quoted_secrets(monkeypatch):
+    """The Runner's streams (logs, install, start; several workers at once) and captured output."""
+    import io
+
+    from bert_jax.launch.runner import Runner
+
+    pem, account, quoted = _pem_key(), _service_account_key(), "it's " + stdlib_secrets.token_hex(8)
+    monkeypatch.setenv("PEM_KEY", pem)
+    monkeypatch.setenv("SA_KEY", account)
+    monkeypatch.setenv("QUOTED", quoted)
+    script = 'echo "key: $PEM_KEY"; printf "%s\\n" "$SA_KEY"; python3 -c ' \
+             '"import os, shlex; print(shlex.quote(os.environ[\'QUOTED\']), repr(os.environ[\'PEM_KEY\']))"'
+    out = io.StringIO()
+    runner = Runner(redactor=launch_secrets.Redactor([pem, account, quoted]), stdout=out, stderr=io.StringIO())
+    assert runner.stream(["bash", "-c", script], prefix="[w] ") == 0
+    assert runner.stream_many([["bash", "-c", script]] * 2, ["[worker 0] ", "[worker 1] "]) == 0
+    captured = runner.run(["bash", "-c", script])
+    printed = out.getvalue() + captured.stdout
+    for line in _secret_lines(pem) + _secret_lines(account) + [quoted, quoted[5:]]:
+        assert line not in printed
+    # Streamed (3 runs), the armor lines stay: a key was printed here, masked; captured, the whole key is masked.
+    assert printed.count("-----BEGIN PRIVATE KEY-----") == 3
+
+
+def test_logs_mask_a_key_in_the_workers_log(fake_gcloud, monkeypatch, capfd):
+    pem = _pem_key()
+    monkeypatch.setenv("PEM_KEY", pem)
+    assert cli.main(["up", *WHERE, "--accelerator_type", "v4-16", "--poll_seconds", "0.05"]) == 0
+    for worker in (0, 1):
+        job = Path(os.environ["FAKE_GCLOUD_ROOT"]) / "nodes" / "bert-test" / f"worker-{worker}" / "bert_jax_job"
+        job.mkdir(parents=True)
+        (job / "train.log").write_text(f"x INFO step 1\nloaded key {pem}x INFO step 2\n")
+    capfd.readouterr()
+    assert cli.main(["logs", *WHERE, "--env", "PEM_KEY"]) == 0  # streamed, line by line
+    assert cli.main(["logs", *WHERE, "--env", "PEM_KEY", "--worker", "all"]) == 0  # captured per worker
+    printed = capfd.readouterr()
+    assert printed.out.count("x INFO step 2") == 3 and printed.out.count("loaded key [REDACTED]") == 2
+    assert "loaded key -----BEGIN PRIVATE KEY-----" in printed.out  # streamed: the armor lines stay
+    for line in _secret_lines(pem):
+        assert line not in printed.out + printed.err
+
+
+@pytest.mark.parametrize("command", ["run", "watch"])
+def test_dry_run_and_errors_show_no_form_of_a_secret(capsys, monkeypatch, command):
+    core = stdlib_secrets.token_hex(8)
+    quoted, pem = f"it's-{core}-'x'", _pem_key()  # a ' is written '"'"' by shlex.quote, twice over in --command
+    monkeypatch.setenv("QUOTED", quoted)
+    monkeypatch.setenv("PEM_KEY", pem)
+    monkeypatch.setenv("PATH", "/nonexistent")  # --dry-run needs no gcloud
+    argv = [command, *WHERE, "--accelerator_type", "v4-32", "--config", "configs/base_cased.py:tiny",
+            "--env", "QUOTED", "--env", "PEM_KEY", "--config.model.dtype=bfloat16"]
+    assert cli.main([*argv, "--workdir", f"gs://my-bucket/{quoted}", "--dry-run"]) == 0
+    dry = capsys.readouterr()
+    assert cli.main([*argv, "--workdir", f"/local/{quoted}", "--dry-run"]) == 2  # the error repr()s the workdir
+    error = capsys.readouterr()
+    for printed in (dry.out, dry.err, error.out, error.err):
+        assert core not in printed
+        assert not any(line in printed for line in _secret_lines(pem))
+    assert any("[REDACTED]" in line and "--workdir" in line for line in dry.out.splitlines())
+    assert "is not on GCS" in error.err
+
+
 # ------------------------------------------------------------------------------------------- worker shell scripts
 
 

@@ -211,7 +211,7 @@ def test_either_vocab_with_either_kind(tmp_path):
     assert first[0] == info.cls_id == 2
     build.build(config_for("nsp_pairs", max_seq_lengths=(64,), dupe_factor=1), str(tmp_path / "pairs"))
     assert sorted(p.name for p in (tmp_path / "pairs").iterdir() if p.suffix in (".json", ".txt")) == sorted(
-        ["build_config.json", "stats.json", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+        ["build_config.json", "build_manifest.json", "stats.json", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
          "special_tokens_map.json"])
     source = grain.sources.ArrayRecordDataSource(sorted(str(p) for p in (tmp_path / "pairs" / "seq_64").glob("t*")))
     pair = records.decode(source[0])

@@ -30,13 +30,17 @@ How it works (design notes with the reasons in docs/data_build.md):
 Running the same command again resumes: finished parts are skipped, existing output shards are kept, and a missing
 output shard whose part records are gone has exactly those parts rebuilt. Every random draw is a function of
 (seed, length, dupe, shard, document), so the result is byte-identical to a clean build with any --workers.
+
+The build touches only files it created: each is recorded in OUT/build_manifest.json before it is written, with
+content fingerprints of every input file and of the vocab, so a rerun after an input or the vocab changed is an error
+(or, with --rebuild_changed, a rebuild of what changed), never a dataset of two versions (`build_manifest`,
+`build_resume`). Its workers die with it, and a killed worker is one error naming the lost shards (`worker_pool`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import json
 import math
 import os
@@ -47,13 +51,13 @@ import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
 from bert_jax import errors, fileio
-from bert_jax.data import build_parts, examples, sources, token_counts
-from bert_jax.data.build_layout import (BUILD_CONFIG, DEFAULT_EXAMPLE_KIND, PARTS_DIR, SPLITS, STATS,
-                                        TOKEN_COUNTS_SUFFIX, BuildConfig, OutputShard, output_shard_path,
-                                        part_records_path, part_stats_path, part_token_counts_path,
-                                        token_counts_path)
+from bert_jax.data import build_parts, build_resume, examples, sources, token_counts, worker_pool
+from bert_jax.data.build_layout import (DEFAULT_EXAMPLE_KIND, PARTS_DIR, SPLITS, STATS, BuildConfig, OutputShard,
+                                        output_shard_path, part_records_path, part_stats_path,
+                                        part_token_counts_path, token_counts_path)
 from bert_jax.data.build_stats import summarize
 from bert_jax.data.tokenizers import vocabs, wordpiece
+from bert_jax.data.writable import check_output_directory
 from bert_jax.errors import InputError
 
 PROG = "python -m bert_jax.data.build"
@@ -75,14 +79,6 @@ class BuildReport:
     parts_built: list[int]
     outputs_written: list[str]
     stats: dict[str, Any]
-
-
-def _remove_temporaries(output_dir: str) -> None:
-    """Removes what an interrupted build left half-written (every file is written under a temporary name)."""
-    for directory, _, names in os.walk(output_dir):
-        for name in names:
-            if fileio.is_temporary(name):
-                os.remove(os.path.join(directory, name))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -163,42 +159,28 @@ def _write_token_counts(output_dir: str, config: BuildConfig, num_parts: int, ou
 # The build
 
 
-def _check_config(output_dir: str, config: BuildConfig, shards: Sequence[sources.InputShard]) -> None:
-    """Records what is asked, or checks that a resumed build asks the same of the same input shards."""
-    path = os.path.join(output_dir, BUILD_CONFIG)
-    # The shard list is part of the identity: a glob that now matches other files is another build.
-    current = json.loads(json.dumps({**config.to_json(), "input_shards": [shard.name for shard in shards]}))
-    if not os.path.exists(path):
-        fileio.write_json(path, current, indent=1, sort_keys=True)
-        return
-    with open(path, encoding="utf-8") as f:
-        previous = BuildConfig.complete_stored(json.load(f))
-    differences = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
-    if differences:
-        def show(value: Any) -> str:
-            text = json.dumps(value)
-            return text if len(text) <= 200 else text[:200] + "..."
-
-        details = "; ".join(f"{key}: {show(previous.get(key))} there, {show(current.get(key))} now"
-                            for key in differences)
-        raise InputError(f"{path}: this output directory holds a build with different arguments or input files "
-                         f"({details}). Re-run with the same arguments and inputs to resume it, or choose another "
-                         f"--output.")
-
-
-def build(config: BuildConfig, output_dir: str, workers: int = 1) -> BuildReport:
-    """Builds (or resumes building) the dataset in `output_dir`; see the module docstring."""
+def build(config: BuildConfig, output_dir: str, workers: int = 1, *, force: bool = False,
+          rebuild_changed: bool = False) -> BuildReport:
+    """Builds (or resumes building) the dataset in `output_dir`; see the module docstring. `force`: build into a
+    non-empty directory that is not this build (`build_manifest`); `rebuild_changed`: rebuild what a changed input
+    or vocab touched instead of refusing (`build_resume`)."""
     kind = examples.example_kind(config.example_kind)
     kind.check(config)
     if not 0 <= config.eval_fraction < 1:
         raise InputError(f"--eval_fraction must be in [0, 1), got {config.eval_fraction}")
+    check_output_directory(output_dir)
     vocab = vocabs.load(config.vocab, lowercase=config.lowercase)  # a clear error for a bad vocab, before any work
+    notes: list[str] = []
     shards = sources.list_input_shards(
         list(config.inputs), text_field=config.text_field, input_format=config.input_format,
-        tfds_data_dir=config.tfds_data_dir, tfds_records_per_shard=config.tfds_records_per_shard)
+        tfds_data_dir=config.tfds_data_dir, tfds_records_per_shard=config.tfds_records_per_shard,
+        exclude=vocab.source_files(), notes=notes)
+    for note in notes:
+        print(f"build: {note}", file=sys.stderr)
+    # The shard list is part of the identity: a glob that now matches other files is another build.
+    identity = json.loads(json.dumps({**config.to_json(), "input_shards": [shard.name for shard in shards]}))
+    manifest = build_resume.start(output_dir, identity, shards, vocab, force=force, rebuild_changed=rebuild_changed)
     os.makedirs(os.path.join(output_dir, PARTS_DIR), exist_ok=True)
-    _check_config(output_dir, config, shards)
-    _remove_temporaries(output_dir)
 
     def load_part(index: int) -> dict[str, Any] | None:
         try:
@@ -220,6 +202,7 @@ def build(config: BuildConfig, output_dir: str, workers: int = 1) -> BuildReport
         part_stats[result["shard_index"]] = result
 
     outputs = _plan_outputs(output_dir, config, part_stats)
+    manifest.claim(output.path for output in outputs)
     missing = [output for output in outputs if not os.path.exists(output.path)]
     # Parts whose records were already deleted after an earlier complete build must be rebuilt to refill a lost
     # output shard; only those feeding a missing shard are.
@@ -233,6 +216,7 @@ def build(config: BuildConfig, output_dir: str, workers: int = 1) -> BuildReport
         for result in build_parts.run_parts(tasks_for(lost), workers):
             part_stats[result["shard_index"]] = result
         parts_built = sorted(set(parts_built) | set(lost))
+    build_resume.check_unchanged(manifest, shards, vocab)  # an input or the vocab edited while it was read
     for number, output in enumerate(missing, start=1):
         _write_output_shard(output_dir, output, part_stats)
         print(f"build: wrote {os.path.relpath(output.path, output_dir)} ({output.end - output.start:,} examples, "
@@ -243,13 +227,7 @@ def build(config: BuildConfig, output_dir: str, workers: int = 1) -> BuildReport
     _write_token_counts(output_dir, config, len(shards), outputs, vocab.size)
     fileio.write_json(os.path.join(output_dir, STATS), stats, indent=1, sort_keys=True)
     # The examples now live in the output shards; the part stats stay (they are small and make resumes exact).
-    for index in range(len(shards)):
-        part_directory = os.path.dirname(part_records_path(output_dir, index, 0, "train"))
-        for pattern in ("*.array_record", f"*{TOKEN_COUNTS_SUFFIX}"):
-            for path in glob.glob(os.path.join(part_directory, pattern)):
-                os.remove(path)
-        if os.path.isdir(part_directory):
-            os.rmdir(part_directory)
+    manifest.remove_part_records(range(len(shards)))
     for warning in stats["warnings"]:
         print(f"build: WARNING: {warning}", file=sys.stderr)
     return BuildReport(output_dir, parts_built, [o.path for o in missing], stats)
@@ -288,7 +266,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocab", required=True,
                         help="WordPiece vocab.txt (a tokenizer_config.json beside it sets casing), or a byte-level "
                              "BPE tokenizer.json or its directory (python -m bert_jax.data.vocab --kind bpe)")
-    parser.add_argument("--output", required=True, help="output directory (resumed if it holds the same build)")
+    parser.add_argument("--output", required=True,
+                        help="output directory: new or empty, or this build's own (then resumed); the build only "
+                             "ever touches the files it created, listed in OUTPUT/build_manifest.json")
+    parser.add_argument("--force", action="store_true",
+                        help="build into a non-empty directory that is not this build: a build of other arguments "
+                             "is replaced (only its own files are deleted), any other directory only gets the "
+                             "build's files added")
+    parser.add_argument("--rebuild_changed", action="store_true",
+                        help="when an input file or the vocab changed since this output directory's build read "
+                             "it, rebuild what it touched instead of stopping with an error")
     parser.add_argument("--max_seq_length", type=_parse_lengths, default=(128, 512),
                         help="comma-separated sequence lengths, all built from one tokenization, e.g. 128,512")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
@@ -351,9 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_output_shards=args.num_output_shards,
             random_next_window_documents=pair_options["random_next_window"],
             random_next_window_tokens=pair_options["random_next_window_tokens"], example_kind=args.example_kind)
-        report = build(config, args.output, workers=max(1, args.workers))
+        report = build(config, args.output, workers=max(1, args.workers), force=args.force,
+                       rebuild_changed=args.rebuild_changed)
     except errors.UserError as error:
         return errors.report(PROG, error)
+    except worker_pool.WorkerLostError as error:  # not bad input: the run failed (exit 1, as a failed training run)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
     overall = report.stats["overall"]
     print(f"build: done: {overall['documents']:,} documents, {overall['tokens']:,} tokens, "
           f"{overall['examples']:,} examples in {args.output}", file=sys.stderr)

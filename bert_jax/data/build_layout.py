@@ -1,6 +1,7 @@
 """What a dataset build is and where it lives: its arguments (`BuildConfig`, stored as build_config.json so a resumed
 build can be checked against them) and the path of every file it writes in its output directory.
 
+    OUT/build_manifest.json                     what the build owns and what it read (build_manifest.py)
     OUT/build_config.json                       what was asked (BuildConfig + the input shard names)
     OUT/.parts/NNNNN/seq_L.SPLIT.array_record   one input shard's examples (deleted after the merge)
     OUT/.parts/NNNNN/seq_L.train.token_counts.npy  ... and the token counts of its train examples (deleted too)
@@ -15,12 +16,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Any
 
 from bert_jax.errors import InputError
 
 SPLITS = ("train", "eval")
 BUILD_CONFIG = "build_config.json"
+MANIFEST = "build_manifest.json"
 STATS = "stats.json"
 PARTS_DIR = ".parts"
 TOKEN_COUNTS_SUFFIX = ".token_counts.npy"  # of the parts' count files
@@ -107,3 +110,20 @@ def token_counts_path(output_dir: str, length: int) -> str:
 
 def part_token_counts_path(output_dir: str, index: int, length: int) -> str:
     return os.path.join(output_dir, PARTS_DIR, f"{index:05d}", f"seq_{length}.train{TOKEN_COUNTS_SUFFIX}")
+
+
+# The names the functions above give, relative to the output directory ("/" separated), for telling the build's
+# own files from others' (build_manifest.py).
+_PART_FILE = re.compile(r"^\.parts/(\d{5,})(?:\.stats\.json|/seq_\d+\.(?:train|eval)\.array_record|"
+                        r"/seq_\d+\.train\.token_counts\.npy)$")
+_OUTPUT_SHARD = re.compile(r"^seq_\d+/(?:train|eval)-\d{5,}-of-\d{5,}\.array_record$")
+
+
+def part_index_of(relative_path: str) -> int | None:
+    """The input shard index of a part file's relative path (`.parts/00003.stats.json` -> 3), None for others."""
+    match = _PART_FILE.match(relative_path)
+    return int(match.group(1)) if match else None
+
+
+def is_output_shard(relative_path: str) -> bool:
+    return bool(_OUTPUT_SHARD.match(relative_path))

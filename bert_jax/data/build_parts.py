@@ -10,7 +10,6 @@ records and token counts are committed, then its stats file, the completion mark
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import dataclasses
 import hashlib
 import multiprocessing
@@ -24,7 +23,7 @@ import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
 
 from bert_jax import fileio
-from bert_jax.data import examples, sources, token_counts
+from bert_jax.data import examples, sources, token_counts, worker_pool
 from bert_jax.data.build_layout import (SPLITS, BuildConfig, part_records_path, part_stats_path,
                                         part_token_counts_path)
 from bert_jax.data.examples.base import TokenizedDocument
@@ -37,6 +36,8 @@ TOKENIZE_BATCH_SENTENCES = 4096
 TOKENIZE_BATCH_CHARS = 4 * 2**20
 # Part files are only read back sequentially by the merge, so they group records (cheaper to write and read).
 PART_WRITER_OPTIONS = "group_size:1024,uncompressed"
+# Lost input shards named in the error when a worker is killed; the rest are counted.
+MAX_LOST_NAMED = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +230,17 @@ class _Progress:
               f"elapsed {elapsed:.0f}s | ETA {eta}", file=sys.stderr, flush=True)
 
 
+def _lost_message(lost: list[PartTask]) -> str:
+    """What a killed worker lost and what to do (the command prints it as its one-line error and exits 1)."""
+    named = ", ".join(f"{task.index} ({task.shard.name})" for task in lost[:MAX_LOST_NAMED])
+    named += f" and {len(lost) - MAX_LOST_NAMED:,} more" if len(lost) > MAX_LOST_NAMED else ""
+    return (f"a build worker process was killed (by a signal, without a Python error) while input shard"
+            f"{'s' if len(lost) != 1 else ''} {named or '(none recorded)'} {'were' if len(lost) != 1 else 'was'} "
+            f"being built; that work is lost, every finished shard is kept. Rerun the same command to resume. The "
+            f"kernel's out-of-memory killer does this when memory runs out (see `dmesg`): if so, rerun with fewer "
+            f"--workers")
+
+
 def run_parts(tasks: list[PartTask], workers: int) -> list[dict[str, Any]]:
     """Builds the parts of `tasks` (in this process when `workers` is 1) and returns their stats as they finish."""
     if not tasks:
@@ -252,15 +264,12 @@ def run_parts(tasks: list[PartTask], workers: int) -> list[dict[str, Any]]:
                 else:
                     os.environ["TOKENIZERS_PARALLELISM"] = saved_parallelism
         else:
-            pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker,
-                initargs=(progress_counters,))
             try:
-                futures = [pool.submit(build_part, task) for task in tasks]
-                for future in concurrent.futures.as_completed(futures):
-                    results.append(future.result())
+                for result in worker_pool.imap_unordered(build_part, tasks, workers, context=context,
+                                                         initializer=_init_worker, initargs=(progress_counters,)):
+                    results.append(result)
                     progress.shard_done()
-            finally:
-                # On an error, do not start the queued shards (finished ones are kept for the resume).
-                pool.shutdown(wait=True, cancel_futures=True)
+            except worker_pool.WorkerLostError as error:
+                lost = [tasks[position] for position in error.positions]
+                raise worker_pool.WorkerLostError(error.positions, _lost_message(lost)) from None
     return results

@@ -10,6 +10,32 @@ from bert_jax.data.examples.base import ExampleKind, sum_counters
 
 # Located notes per problem kind kept in stats.json.
 MAX_NOTES = 5
+# A split of fewer documents than this is "tiny": its loss measures a document or two, not the corpus.
+TINY_SPLIT_DOCUMENTS = 2
+
+
+def _small_splits(config: BuildConfig, documents: dict[str, dict[str, Any]], per_length: dict[str, Any],
+                  warnings: list[str]) -> tuple[list[str], list[str]]:
+    """(empty, tiny) splits as `seq_L/SPLIT`, each with a warning: a trainer stops at its first evaluation on an
+    empty eval split, and a one-document corpus has one (or an empty train split, with --eval_fraction near 1)."""
+    empty, tiny = [], []
+    total = sum(documents[split].get("documents", 0) for split in SPLITS)
+    for split in SPLITS:
+        count = documents[split].get("documents", 0)
+        fix = ("more documents" if split == "train" else
+               "more documents or a larger --eval_fraction" + (" (it is 0)" if config.eval_fraction == 0 else ""))
+        for length in config.max_seq_lengths:
+            examples = per_length[str(length)][split].get("examples", 0)
+            name = f"seq_{length}/{split}"
+            if not examples:
+                empty.append(name)
+                warnings.append(f"{name} is empty: {count:,} of the corpus's {total:,} documents fell in the "
+                                f"{split} split, giving no examples; a trainer cannot use it: rebuild with {fix}")
+            elif count < TINY_SPLIT_DOCUMENTS:
+                tiny.append(name)
+                warnings.append(f"{name} is tiny: {examples:,} examples from {count:,} document of the corpus's "
+                                f"{total:,}; its loss measures that one document: rebuild with {fix}")
+    return empty, tiny
 
 
 def summarize(config: BuildConfig, kind: ExampleKind, part_stats: Sequence[dict[str, Any]],
@@ -50,6 +76,8 @@ def summarize(config: BuildConfig, kind: ExampleKind, part_stats: Sequence[dict[
     }
     if not overall["documents"]:
         warnings.append("no document with at least one token was found: the dataset is empty")
+    else:
+        overall["empty_splits"], overall["tiny_splits"] = _small_splits(config, documents, per_length, warnings)
     return {"overall": overall, "documents": documents, "dropped": dropped, "source": source,
             "source_notes": source_notes, "per_length": per_length, "warnings": warnings, "vocab": vocab,
             "example_kind": config.example_kind}

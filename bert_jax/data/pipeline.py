@@ -65,6 +65,11 @@ def batch_fields(data_dir: str) -> tuple[str, ...]:
     return MASKED_LM_FIELDS + tuple(example_kinds.example_kind(stored_example_kind(data_dir)).labels)
 
 
+def count_records(paths: Sequence[str]) -> int:
+    """How many examples the shards hold (their indexes only: nothing is decoded)."""
+    return len(grain.sources.ArrayRecordDataSource(list(paths)))
+
+
 def shard_paths(data_dir: str, *, max_seq_length: int, split: str) -> list[str]:
     """The complete, sorted list of `{split}` shards for one sequence length; clear errors otherwise."""
     build_hint = (

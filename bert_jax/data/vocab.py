@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 from bert_jax import errors
 from bert_jax.data.sources import InputShard, SourceStats, list_input_shards
 from bert_jax.data.tokenizers import bpe, vocabs, wordpiece
+from bert_jax.data.writable import check_output_directory
 from bert_jax.errors import InputError
 
 PROG = "python -m bert_jax.data.vocab"
@@ -150,8 +151,11 @@ def _wordpiece_options(args: argparse.Namespace) -> dict[str, object]:
     if given and args.kind == vocabs.BPE:
         raise InputError(f"{', '.join(given)}: options of --kind wordpiece, not of --kind bpe (a byte-level BPE "
                          f"vocab is cased and has one learner)")
-    return {name: getattr(args, name, default)
-            for name, default in _WORDPIECE_OPTIONS.items()}
+    options = {name: getattr(args, name, default) for name, default in _WORDPIECE_OPTIONS.items()}
+    if options["max_alphabet"] <= 0:
+        raise InputError(f"--max_alphabet must be a positive number of characters to keep, got "
+                         f"{options['max_alphabet']}; e.g. {wordpiece.DEFAULT_MAX_ALPHABET} (the default)")
+    return options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,8 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         options = _wordpiece_options(args)
+        check_output_directory(args.output)  # before the learning, which can take hours, not after
+        notes: list[str] = []
         shards = list_input_shards(args.input, text_field=args.text_field, input_format=args.input_format,
-                                   tfds_data_dir=args.tfds_data_dir, wiki_cleanup=not args.no_wiki_cleanup)
+                                   tfds_data_dir=args.tfds_data_dir, wiki_cleanup=not args.no_wiki_cleanup,
+                                   notes=notes)
+        for note in notes:  # what each directory or glob took and skipped
+            print(note, file=sys.stderr)
         stats = SourceStats()
         progress = ReadProgress(len(shards))
         sentences = iterate_sentences(shards, stats, max_sentences=args.max_sentences, progress=progress,

@@ -2,7 +2,8 @@
 import for every architecture of the family (the name tables are in `hf_names.py`).
 
 Loading is safetensors only: a pickle checkpoint (`pytorch_model.bin`) can run arbitrary code when loaded and is
-refused.
+refused. A directory is checked before it is trusted (`hf_files.py`: weight files confined to it, readable headers,
+memory for the config's parameters); an import missing encoder weights or holding non-finite ones is refused.
 """
 
 from __future__ import annotations
@@ -17,17 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from bert_jax import fileio, models
 from bert_jax.data.tokenizers.wordpiece import is_lowercase_vocab
 from bert_jax.errors import CheckpointError
-from bert_jax.interop import hf_names
-
-SAFETENSORS_FILE = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+from bert_jax.interop import hf_files, hf_names
+from bert_jax.interop.hf_files import PICKLE_FILES, SAFETENSORS_FILE, SAFETENSORS_INDEX  # noqa: F401 (our API)
 # A byte-level BPE tokenizer's files, copied as they are from the directory of the run's tokenizer.json.
 BPE_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 # Every file export may write; nothing else is ever created in the output directory.
@@ -185,6 +182,11 @@ class ImportReport:
         heads = {head for name in self.missing for prefix, head in self.heads.items() if name.startswith(prefix)}
         return sorted(heads)
 
+    @property
+    def missing_encoder(self) -> list[str]:
+        """Missing tensors that belong to no head: the embeddings and encoder layers."""
+        return [name for name in self.missing if not name.startswith(tuple(self.heads))]
+
     def summary(self) -> str:
         lines = [f"loaded {len(self.loaded)} tensors"]
         if self.missing:
@@ -210,8 +212,12 @@ def config_from_hf(model_dir: str | os.PathLike, **overrides):
         hf = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path} is not UTF-8 text ({e})") from None
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(hf).__name__}, not an object of config fields")
     model_type = hf.get("model_type", "bert")
-    if model_type not in hf_names.ARCHITECTURES:
+    if not isinstance(model_type, str) or model_type not in hf_names.ARCHITECTURES:
         raise CheckpointError(f"{path}: model_type is {model_type!r}; bert_jax loads "
                               f"{', '.join(sorted(hf_names.ARCHITECTURES))} checkpoints")
     if hf.get("position_embedding_type", "absolute") != "absolute":
@@ -227,35 +233,22 @@ def config_from_hf(model_dir: str | os.PathLike, **overrides):
         raise CheckpointError(f"{path}: {e}") from None
 
 
-def _safetensors_files(model_dir: Path) -> list[Path]:
-    single, index = model_dir / SAFETENSORS_FILE, model_dir / SAFETENSORS_INDEX
-    if single.is_file():
-        return [single]
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return [model_dir / name for name in sorted(set(weight_map.values()))]
-    pickles = [name for name in PICKLE_FILES if (model_dir / name).exists()]
-    if pickles:
-        raise CheckpointError(
-            f"{model_dir} holds only {', '.join(pickles)}: bert_jax loads safetensors only, because pickle checkpoints "
-            "can execute arbitrary code when loaded. Convert it once in a trusted environment, e.g. "
-            "`BertForPreTraining.from_pretrained(dir).save_pretrained(out_dir)` (transformers writes safetensors)."
-        )
-    raise CheckpointError(f"no {SAFETENSORS_FILE} or {SAFETENSORS_INDEX} in {model_dir}")
-
-
 def read_safetensors(model_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """All tensors of a (possibly sharded) safetensors checkpoint, as NumPy arrays."""
-    tensors = {}
-    for path in _safetensors_files(Path(model_dir)):
-        with safe_open(path, framework="np") as f:
-            for key in f.keys():
-                tensors[key] = f.get_tensor(key)
-    return tensors
+    return hf_files.read_files(hf_files.safetensors_files(Path(model_dir)))
 
 
-def from_hf_state_dict(model, tensors: dict[str, np.ndarray]) -> ImportReport:
-    """Copies HF tensors into `model` in place (cast to its param dtype); returns what was loaded and missing."""
+def _all_finite(value: np.ndarray) -> bool:
+    try:
+        return bool(np.isfinite(value).all())
+    except TypeError:  # an integer or boolean tensor
+        return True
+
+
+def from_hf_state_dict(model, tensors: dict[str, np.ndarray], source: str | os.PathLike = "the checkpoint"
+                       ) -> ImportReport:
+    """Copies HF tensors into `model` in place (cast to its param dtype); returns what was loaded and missing.
+    A tensor of the wrong shape or with NaN or inf values is an error naming `source`."""
     names = architecture(model.config)
     by_name = {}
     for key, value in tensors.items():
@@ -276,37 +269,57 @@ def from_hf_state_dict(model, tensors: dict[str, np.ndarray]) -> ImportReport:
         current = variable.get_value()
         if value.shape != current.shape:
             raise CheckpointError(
-                f"tensor {entry.hf} has shape {tuple(by_name[entry.hf].shape)}, which does not fit the config "
+                f"{source}: tensor {entry.hf} has shape {tuple(by_name[entry.hf].shape)}, which does not fit the config "
                 f"(expected {tuple(entry.to_hf(np.zeros(current.shape)).shape)}); config.json and weights disagree"
             )
+        if not _all_finite(value):
+            raise CheckpointError(f"{source}: tensor {entry.hf} holds NaN or infinite values; the checkpoint is "
+                                  "corrupt or from a diverged run: export it again from a healthy checkpoint")
         variable.set_value(jnp.asarray(value, dtype=current.dtype))
         loaded.append(entry.hf)
     unused = sorted(set(by_name) - known)
     return ImportReport(loaded=loaded, missing=missing, unused=unused, heads=names.heads)
 
 
+def _listing(names: list[str], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def load_pretrained(model_dir: str | os.PathLike, *, seed: int = 0, heads: tuple[str, ...] = ("mlm", "nsp"),
-                    **config_overrides):
+                    allow_missing: bool = False, **config_overrides):
     """Loads any HF safetensors checkpoint of the family (`BertModel`, `BertForPreTraining`, `BertForMaskedLM`,
     `RobertaModel`, `RobertaForMaskedLM`, `DistilBertModel`, `DistilBertForMaskedLM`, ...) into our model of its
     architecture with `heads` (BERT's default: MLM and NSP, as `BertForPreTraining`; RoBERTa and DistilBERT have the
     MLM head only).
 
-    Parameters the checkpoint lacks (e.g. the NSP head of a `BertForMaskedLM`) keep their fresh initialisation from
-    `seed` and are listed in the report. `config_overrides` (e.g. `dtype="bfloat16"`) replace config.json values.
+    Heads the checkpoint lacks (e.g. the NSP head of a `BertForMaskedLM`) keep their fresh initialisation from
+    `seed` and are listed in the report; missing encoder weights (embeddings, layers) are an error unless
+    `allow_missing`, which initialises them likewise. `config_overrides` (e.g. `dtype="bfloat16"`) replace
+    config.json values. The memory the parameters need is checked before anything is allocated.
     """
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
+    if not model_dir.exists():
         raise CheckpointError(f"model directory {model_dir} does not exist")
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir} is not a directory; pass a Hugging Face model directory (config.json and "
+                              f"{SAFETENSORS_FILE})")
     config = config_from_hf(model_dir, **config_overrides)
-    tensors = read_safetensors(model_dir)
+    files = hf_files.safetensors_files(model_dir)
+    hf_files.check_memory(config, model_dir / "config.json", hf_files.file_bytes(files))
+    tensors = hf_files.read_files(files)
     available = models.model_heads(config)
     heads = tuple(heads) if tuple(heads) in available else available[0]
     model = models.constructor(config, heads)(nnx.Rngs(seed))
-    report = from_hf_state_dict(model, tensors)
+    report = from_hf_state_dict(model, tensors, model_dir)
     if not report.loaded:
         raise CheckpointError(f"no {config.model_type} tensor names found in {model_dir}: is it a "
                               f"{config.model_type} checkpoint?")
+    if report.missing_encoder and not allow_missing:
+        raise CheckpointError(
+            f"{model_dir} lacks {len(report.missing_encoder)} encoder tensors its config.json calls for "
+            f"({_listing(report.missing_encoder)}): the checkpoint is incomplete or config.json does not match it; "
+            "pass --allow_missing (allow_missing=True) to initialise them freshly instead"
+        )
     return model, report
 
 

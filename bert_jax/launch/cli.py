@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Sequence
 
@@ -180,20 +181,44 @@ def build_job(args: argparse.Namespace, overrides: Sequence[str], environ=os.env
     )
 
 
+_FLAG = re.compile(r"--[a-z][a-z0-9_-]*")
+
+
+def unrecognized_message(extras: Sequence[str], argv: Sequence[str]) -> str:
+    """argparse's "unrecognized arguments" without their values: a flag is named (`--wokdir`, `--foo=...`), any
+    other argument by its position on the command line (it may be a secret, e.g. `--env HF_TOKEN "$HF_TOKEN"`)."""
+    named, taken, hidden = [], set(), False
+    for extra in extras:
+        flag, equals, _ = extra.partition("=")
+        if _FLAG.fullmatch(flag):
+            named.append(flag + ("=..." if equals else ""))
+            continue
+        position = next((i for i, arg in enumerate(argv, 1) if arg == extra and i not in taken), None)
+        taken.add(position)
+        named.append(f"argument {position}" if position else "an argument")
+        hidden = True
+    note = " (an argument that is not a flag is not shown: it may be a secret value)" if hidden else ""
+    return "unrecognized arguments: " + ", ".join(named) + note
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        argv, overrides = split_config_overrides(sys.argv[1:] if argv is None else argv)
+        rest, overrides = split_config_overrides(argv)
     except ConfigError as error:
         return report("python -m bert_jax.launch", error)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(rest)
+    if extras:
+        parser.error(unrecognized_message(extras, argv))
     if overrides and args.command not in ("run", "watch"):
-        parser.error(f"--config.{overrides[0]}: config overrides apply to run and watch only")
+        field = overrides[0].partition("=")[0]  # not the value: it may be a secret
+        parser.error(f"--config.{field}: config overrides apply to run and watch only")
     redactor = secrets.Redactor()
     try:
+        # The secrets first, so that every later message (a config error quoting an override, say) is masked.
+        redactor = secrets.Redactor(secrets.collect(getattr(args, "env", []), os.environ).values())
         job = build_job(args, overrides)
-        masked = job.training.secrets if job.training else secrets.collect(getattr(args, "env", []), os.environ)
-        redactor = secrets.Redactor(masked.values())
         runner = Runner(dry_run=args.dry_run, redactor=redactor, verbose=args.verbose)
         check_gcloud_ready(runner)
         if args.command == "up":

@@ -2,7 +2,8 @@
 
 A command about to run is echoed to stderr as `+ COMMAND` (as `set -x` does); under --dry-run each command is printed
 to stdout, one per line, shell-quoted so it can be pasted into a shell. Captured output is redacted before anyone
-sees it; streamed output (logs) is redacted line by line.
+sees it; streamed output (logs) is redacted line by line, which masks a multi-line secret's lines one by one
+(the rule is in secrets.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ validating a run's config imports this, never JAX."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import math
+import numbers
+from typing import Any, Iterable, Mapping
 
 # HF `ACT2FN` names we support (models/layers.py holds their definitions; a test keeps the two lists equal).
 ACTIVATION_NAMES = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
@@ -12,6 +14,26 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 # Implementations of dropout and of the tied MLM decoder (models/speed_levers.py): "auto" picks per platform.
 DROPOUT_IMPLS = ("auto", "stock", "threefry16")
 DECODER_IMPLS = ("auto", "stock", "matmul_bias_grad")
+
+
+def check_numbers(values: Mapping[str, Any], sizes: Iterable[str], reals: Iterable[str], prefix: str = "",
+                  probabilities: Iterable[str] = ()) -> None:
+    """Raises ValueError naming the first of `sizes` present that is not a positive integer, of `reals` that is
+    not a finite non-negative number (a string, a negative size or 0 heads in a config.json), or of
+    `probabilities` (dropout rates) outside [0, 1)."""
+    for field in sizes:
+        value = values.get(field, 1)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{prefix}{field} must be a positive integer, got {value!r}")
+    for field in reals:
+        value = values.get(field, 0)
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                or value < 0):
+            raise ValueError(f"{prefix}{field} must be a finite non-negative number, got {value!r}")
+    for field in probabilities:
+        value = values.get(field, 0)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+            raise ValueError(f"{prefix}{field} must be a probability in [0, 1) (0.1 is BERT's), got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +68,13 @@ class BertConfig:
         own_type = cls.__dataclass_fields__["model_type"].default
         if values.get("model_type", own_type) != own_type:
             raise ValueError(f"{prefix}model_type {values['model_type']!r} is not {cls.__name__}'s ({own_type!r})")
+        check_numbers(values, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                               "intermediate_size", "max_position_embeddings", "type_vocab_size"),
+                      ("initializer_range", "layer_norm_eps"), prefix,
+                      probabilities=("hidden_dropout_prob", "attention_probs_dropout_prob"))
         hidden, heads = values.get("hidden_size", cls.hidden_size), values.get("num_attention_heads",
                                                                                   cls.num_attention_heads)
-        if heads <= 0 or hidden % heads:
+        if hidden % heads:
             raise ValueError(f"{prefix}hidden_size ({hidden}) must be divisible by {prefix}num_attention_heads "
                              f"({heads})")
         choices = dict(hidden_act=ACTIVATION_NAMES, dtype=DTYPE_NAMES, param_dtype=DTYPE_NAMES,

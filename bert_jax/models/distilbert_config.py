@@ -15,7 +15,8 @@ import dataclasses
 import operator
 from typing import Any, Mapping
 
-from bert_jax.models.bert_config import ACTIVATION_NAMES, DECODER_IMPLS, DROPOUT_IMPLS, DTYPE_NAMES, BertConfig
+from bert_jax.models.bert_config import (ACTIVATION_NAMES, DECODER_IMPLS, DROPOUT_IMPLS, DTYPE_NAMES, BertConfig,
+                                        check_numbers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,11 @@ class DistilBertConfig:
         v = {**{f.name: f.default for f in dataclasses.fields(cls)}, **dict(values)}
         if v["model_type"] != cls.model_type:
             raise ValueError(f"{prefix}model_type {v['model_type']!r} is not {cls.__name__}'s ({cls.model_type!r})")
-        if v["n_heads"] <= 0 or v["dim"] % v["n_heads"]:
+        check_numbers(v, ("vocab_size", "max_position_embeddings", "n_layers", "n_heads", "dim", "hidden_dim"),
+                      ("initializer_range",), prefix, probabilities=("dropout", "attention_dropout"))
+        if isinstance(v["pad_token_id"], bool) or not isinstance(v["pad_token_id"], int):
+            raise ValueError(f"{prefix}pad_token_id must be an integer, got {v['pad_token_id']!r}")
+        if v["dim"] % v["n_heads"]:
             raise ValueError(f"{prefix}dim ({v['dim']}) must be divisible by {prefix}n_heads ({v['n_heads']})")
         choices = dict(activation=ACTIVATION_NAMES, dtype=DTYPE_NAMES, param_dtype=DTYPE_NAMES,
                        dropout_impl=DROPOUT_IMPLS, decoder_impl=DECODER_IMPLS)

@@ -33,6 +33,8 @@ class RobertaConfig(BertConfig):
         vocab_size = values.get("vocab_size", cls.vocab_size)
         for field in ("pad_token_id", "bos_token_id", "eos_token_id"):
             value = values.get(field, cls.__dataclass_fields__[field].default)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{prefix}{field} must be an integer id, got {value!r}")
             if not 0 <= value < vocab_size:
                 raise ValueError(f"{prefix}{field} ({value}) must be an id below {prefix}vocab_size ({vocab_size})")
         positions = values.get("max_position_embeddings", cls.max_position_embeddings)

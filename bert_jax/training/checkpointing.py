@@ -25,10 +25,12 @@ from typing import Any
 import grain
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
 from bert_jax.errors import CheckpointError
+from bert_jax.training import integrity
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +122,8 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, shardings
         restored = manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many types; none should reach the user raw
         raise CheckpointError(
-            f"checkpoint {manager.directory / str(step)} does not fit this run ({_first_line(e)}); "
-            "resume with the config it was written with, or start in a new --workdir"
+            f"checkpoint {manager.directory / str(step)} cannot be restored: it is damaged or does not fit this run "
+            f"({_first_line(e)})"
         ) from e
     return restored.state, restored.metadata
 
@@ -183,12 +185,15 @@ def load_run_model(workdir: str, step: int | None = None):
         params = restore_params(manager, step, abstract_params, jax.tree.map(lambda _: one_device, abstract_params))
     finally:
         manager.close()
+    try:
+        integrity.verify_params(params, saved, f"the checkpoint at step {step} in {workdir}")
+    except integrity.CheckpointDamaged as damage:
+        raise CheckpointError(f"{damage}; use an earlier step (--step; available: {sorted(available)})") from None
     return nnx.merge(graphdef, params), ml_collections.ConfigDict(saved["config"]), step
 
 
 def replicated_host_copy(params):
     """Every process gets the full parameters as NumPy (an all-gather on multi-host meshes)."""
-    import numpy as np
     from jax.experimental import multihost_utils
 
     if jax.process_count() > 1:
@@ -197,11 +202,13 @@ def replicated_host_copy(params):
 
 
 class PreemptionWatch:
-    """Tells every process, at the same step, that the job is being preempted (SIGTERM).
+    """Tells every process, at the same step, that the job must stop: a preemption notice (SIGTERM) or a first
+    Ctrl-C (SIGINT). The run then saves and exits cleanly; a second Ctrl-C aborts at once.
 
     Multi-process: JAX's preemption service (started by `jax.distributed.initialize`) catches SIGTERM on any host
-    and agrees on a step all hosts reach (`multihost_utils.reached_preemption_sync_point`). Single process: a SIGTERM
-    handler sets a flag that the next step sees. Must be called once per step, on every process.
+    and agrees on a step all hosts reach (`multihost_utils.reached_preemption_sync_point`); a first SIGINT is turned
+    into a SIGTERM to this process so it takes the same path. Single process: signal handlers set a flag that the
+    next step sees. Must be called once per step, on every process.
     """
 
     def __init__(self) -> None:
@@ -209,12 +216,29 @@ class PreemptionWatch:
 
         self._multi_process = distributed.global_state.client is not None
         self._signalled = threading.Event()
-        self._previous_handler = None
-        if not self._multi_process and threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._signal_name = "preemption notice (SIGTERM)"
+        self._previous_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            if not self._multi_process:
+                self._previous_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._previous_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
 
     def _on_sigterm(self, signum, frame) -> None:
         self._signalled.set()
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._signal_name.startswith("interrupt"):  # the second Ctrl-C: stop now, as Python would
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self._signal_name = "interrupt (Ctrl-C; press it again to abort without saving)"
+        log.warning("Ctrl-C: saving a checkpoint at the next step, then exiting; press Ctrl-C again to abort now")
+        if self._multi_process:
+            os.kill(os.getpid(), signal.SIGTERM)  # every host agrees on the step through the preemption service
+        else:
+            self._signalled.set()
+
+    def describe(self) -> str:
+        return self._signal_name
 
     def reached(self, step: int) -> bool:
         if self._multi_process:
@@ -224,9 +248,9 @@ class PreemptionWatch:
         return self._signalled.is_set()
 
     def close(self) -> None:
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGTERM, self._previous_handler)
-            self._previous_handler = None
+        for number, handler in self._previous_handlers.items():
+            signal.signal(number, handler)
+        self._previous_handlers = {}
 
 
 def check_compatible(config: ml_collections.ConfigDict, saved: dict[str, Any], mesh, step: int,

@@ -55,7 +55,23 @@ def ensure_data(run_setup, plan: list[Phase]) -> None:
             token_counts.load_or_count(config.data.dir, max_seq_length=phase.max_seq_length, train_paths=paths,
                                        vocab_size=vocab.vocab_size)
     sync("token counts")
+    _check_splits(config, plan)
     _check_fits(run_setup, vocab)
+
+
+def _check_splits(config, plan: list[Phase]) -> None:
+    """Every split the run reads holds examples, checked before the first step: an empty eval split would otherwise
+    stop the run at its first evaluation, after up to `eval_every` steps of work and before any checkpoint."""
+    for phase in plan:
+        for split in ("train", "eval"):
+            paths = pipeline.shard_paths(config.data.dir, max_seq_length=phase.max_seq_length, split=split)
+            count = pipeline.count_records(paths)
+            needed = jax.process_count()
+            if count < needed:
+                raise InputError(
+                    f"the {split} split of {config.data.dir}/seq_{phase.max_seq_length} holds {count} examples, "
+                    f"fewer than the {needed} process(es) of this run (phase {phase.index} reads it): rebuild with "
+                    + ("more documents or a larger --eval_fraction" if split == "eval" else "more documents"))
 
 
 def _check_fits(run_setup, vocab: VocabInfo) -> None:

@@ -19,10 +19,12 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from bert_jax.errors import TrainingError
-from bert_jax.training import checkpointing, flops, inputs, metrics, setup as setup_lib
+from bert_jax.training import checkpointing, flops, inputs, integrity, metrics, resume, setup as setup_lib
 from bert_jax.training.phases import Phase, phase_at, phase_plan
+from bert_jax.training.workdir import WorkdirLock
 
 log = logging.getLogger("bert_jax")
 
@@ -76,31 +78,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
     if run_setup.frozen is not None:
         log.info("frozen model (not trained, not checkpointed): %s, parameter hash %s",
                  run_setup.frozen.description, run_setup.frozen.fingerprint[:12])
+    lock = WorkdirLock(workdir).acquire() if is_chief else None
+    try:
+        return _run(config, workdir, run_setup, plan, is_chief, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
+         lock: WorkdirLock | None) -> RunResult:
+    mesh = run_setup.mesh
     manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
     writer = metrics.MetricsWriter(workdir, total_steps=config.train_steps, enabled=is_chief,
                                    train_metrics=run_setup.objective.train_metrics)
     inputs.ensure_data(run_setup, plan)
 
-    # State: the latest checkpoint if there is one, else fresh.
-    latest = manager.latest_step()
-    step = 0 if latest is None else latest
-    phase = phase_at(plan, step) or plan[-1]
-    iterator = inputs.train_iterator(config, phase)
-    if latest is None:
-        state = run_setup.init_state()
-    else:
-        saved = checkpointing.read_metadata(manager, latest)
-        checkpointing.check_compatible(config, saved, mesh, latest, _frozen_fingerprint(run_setup))
-        same_data = saved.get("max_seq_length") == phase.max_seq_length
-        if not same_data:
-            log.warning("the checkpoint at step %d was in a phase of sequence length %s, but with this config step "
-                        "%d is in phase %d (length %d): its data position does not apply, phase %d's data starts "
-                        "from its beginning", latest, saved.get("max_seq_length"), latest, phase.index,
-                        phase.max_seq_length, phase.index)
-        state, _ = checkpointing.restore(manager, latest, run_setup.abstract_state, run_setup.shardings,
-                                         iterator if same_data else None)
-        writer.truncate_after(latest)
-        log.info("resumed from %s at step %d (phase %d)", manager.directory / str(latest), latest, phase.index)
+    # State: the newest checkpoint that verifies, else fresh.
+    state, step, phase, iterator = resume.start(run_setup, manager, plan, _frozen_fingerprint(run_setup))
+    if step:
+        writer.truncate_after(step)
     if step >= config.train_steps:
         log.info("the run in %s already finished at step %d; nothing to do", workdir, step)
         _export(config, workdir, run_setup, state.params, is_chief)
@@ -119,6 +116,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
             profiler.before_step(step)
             state, step_metrics = compiled(state, run_setup.global_batch(next(iterator)), *run_setup.frozen_args)
             step += 1
+            if lock is not None:
+                lock.check_present()
             interval.add(step_metrics)
             # The previous step's streak is read while this one runs: the device never waits for the host.
             if previous_metrics is not None:
@@ -152,27 +151,64 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
                 compiled = _compile(run_setup, phase)
                 interval_start, interval_first_step = time.perf_counter(), step
 
+            _raise_save_failures(manager, step, run_setup)  # a background save that failed stops the run now
+            if lock is not None:
+                lock.check_present()
             preempted = watch.reached(step)
             if preempted or boundary or step % config.checkpoint_every == 0 or step == config.train_steps:
                 _check_finite(config, step_metrics, step, manager)
-                checkpointing.save(manager, step, state, iterator,
-                                   checkpointing.run_metadata(config, mesh, phase, _frozen_fingerprint(run_setup)))
+                _save(manager, step, state, iterator,
+                      checkpointing.run_metadata(config, mesh, phase, _frozen_fingerprint(run_setup)), run_setup)
                 writer.flush()
             if preempted:
-                manager.wait_until_finished()
-                log.warning("preemption notice (SIGTERM) received: saved the checkpoint at step %d in %s; exiting "
-                            "cleanly so the job can be resumed", step, manager.directory)
+                _finish_saves(manager, step, run_setup)
+                log.warning("%s received: saved the checkpoint at step %d in %s; exiting cleanly so the job can be "
+                            "resumed (the same command resumes it)", watch.describe(), step, manager.directory)
                 return RunResult("preempted", step, last_eval)
-        manager.wait_until_finished()
+        _finish_saves(manager, step, run_setup)
         _export(config, workdir, run_setup, state.params, is_chief)
         log.info("finished %d steps", step)
         return RunResult("finished", step, last_eval)
     finally:
-        manager.wait_until_finished()
-        manager.close()
+        try:
+            manager.wait_until_finished()
+            manager.close()
+        except Exception:  # noqa: BLE001 - a failed save was already reported (or is being raised) by _finish_saves
+            log.debug("closing the checkpoint manager after a failure", exc_info=True)
         writer.close()
         watch.close()
         profiler.stop()
+
+
+def _save(manager, step: int, state, iterator, metadata: dict, run_setup: setup_lib.Setup) -> None:
+    """Starts the checkpoint of `step` unless an earlier save failed, the state is not finite or the disk lacks room
+    for it. The metadata carries the state's checksums, which a resume verifies (`integrity.py`)."""
+    _raise_save_failures(manager, step, run_setup)
+    summary = integrity.summarize(state)
+    integrity.check_savable(summary, step)
+    integrity.check_space(manager.directory, step, integrity.state_bytes(run_setup.abstract_state))
+    _mapping_save_failures(manager, step, run_setup,
+                           lambda: checkpointing.save(manager, step, state, iterator, {**metadata, **summary}))
+
+
+def _mapping_save_failures(manager, step: int, run_setup: setup_lib.Setup, action) -> None:
+    """Runs `action`; a failure of a save (now or in the background) becomes one line where it is a full disk or a
+    vanished workdir (`integrity.save_failure`)."""
+    try:
+        action()
+    except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types for the same failures
+        raise integrity.save_failure(error, manager.directory, step,
+                                     integrity.state_bytes(run_setup.abstract_state)) from error
+
+
+def _raise_save_failures(manager, step: int, run_setup: setup_lib.Setup) -> None:
+    """An asynchronous save that failed in the background stops the run at the next step."""
+    _mapping_save_failures(manager, step, run_setup, manager.check_for_errors)
+
+
+def _finish_saves(manager, step: int, run_setup: setup_lib.Setup) -> None:
+    _mapping_save_failures(manager, step, run_setup, manager.wait_until_finished)
+    _raise_save_failures(manager, step, run_setup)
 
 
 def _frozen_fingerprint(run_setup: setup_lib.Setup) -> str:
@@ -231,6 +267,9 @@ def _export(config, workdir: str, run_setup: setup_lib.Setup, params, is_chief: 
     from bert_jax.interop import hf
 
     host_params = checkpointing.replicated_host_copy(params)
+    if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(host_params)):
+        raise TrainingError("the final parameters hold non-finite values: nothing was exported; export an earlier "
+                            f"checkpoint with python -m bert_jax.export --workdir {workdir} --step N")
     if is_chief:
         hf.export_to(run_setup.graphdef, host_params, workdir, vocab_file=config.data.vocab_file,
                      lowercase=config.data.lowercase)

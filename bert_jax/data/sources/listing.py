@@ -3,12 +3,11 @@ by the reader its format needs; unusable inputs are an `InputError` naming the i
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 from typing import Iterator, Sequence
 
 from bert_jax.data.sources.base import InputShard, SourceStats
+from bert_jax.data.sources.corpus_files import expand_input
 from bert_jax.data.sources.files import COMPRESSED_SUFFIXES, JsonlShard, ParquetShard, TextFileShard
 from bert_jax.data.sources.tfds_datasets import TFDS_PREFIX, tfds_shards
 from bert_jax.errors import InputError
@@ -16,7 +15,6 @@ from bert_jax.errors import InputError
 INPUT_FORMATS = ("auto", "text", "jsonl", "parquet")
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
-_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def _file_format(path: str, input_format: str) -> str:
@@ -32,33 +30,17 @@ def _file_format(path: str, input_format: str) -> str:
     return "text"
 
 
-def _expand_files(pattern: str) -> list[str]:
-    if os.path.isdir(pattern):
-        found = []
-        for directory, subdirectories, names in os.walk(pattern):
-            subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
-            found += [os.path.join(directory, name) for name in names if not name.startswith(".")]
-        if not found:
-            raise InputError(f"input directory {pattern!r} contains no files")
-        return found
-    if os.path.isfile(pattern):
-        return [pattern]
-    if _GLOB_CHARS.search(pattern):
-        found = [path for path in glob.glob(pattern, recursive=True) if os.path.isfile(path)]
-        if not found:
-            raise InputError(f"input pattern {pattern!r} matches no files; check the path and quote the pattern "
-                             f"so the shell does not expand it")
-        return found
-    raise InputError(f"input {pattern!r} does not exist; pass files, directories, globs or tfds:NAME[split]")
-
-
 def list_input_shards(inputs: Sequence[str], *, text_field: str = "text", input_format: str = "auto",
                       tfds_data_dir: str | None = None, tfds_records_per_shard: int = 100_000,
-                      wiki_cleanup: bool = True) -> list[InputShard]:
+                      wiki_cleanup: bool = True, exclude: Sequence[str] = (),
+                      notes: list[str] | None = None) -> list[InputShard]:
     """The shards of all inputs: files (sorted, deduplicated) then TFDS record ranges in input order.
 
-    `inputs` are file paths, globs, directories or `tfds:NAME[/CONFIG][:VERSION][split]`. `wiki_cleanup`
-    applies to raw documents (JSONL, Parquet, TFDS) only: BERT-format text is already one sentence per line.
+    `inputs` are file paths, globs, directories or `tfds:NAME[/CONFIG][:VERSION][split]`; a directory gives its
+    corpus files only, and vocab, tokenizer and dataset files are never taken (`corpus_files`). `exclude`: files
+    never to take either (the build's --vocab). `notes` receives what each directory or glob took and skipped, for
+    the command to print. `wiki_cleanup` applies to raw documents (JSONL, Parquet, TFDS) only: BERT-format text is
+    already one sentence per line.
     """
     if isinstance(inputs, str):
         inputs = [inputs]
@@ -68,6 +50,7 @@ def list_input_shards(inputs: Sequence[str], *, text_field: str = "text", input_
         raise InputError(f"unknown input format {input_format!r}; choose one of {list(INPUT_FORMATS)}")
     if tfds_records_per_shard < 1:
         raise InputError(f"tfds_records_per_shard must be positive, got {tfds_records_per_shard}")
+    excluded = {os.path.realpath(path) for path in exclude}
     paths: set[str] = set()
     shards_of_tfds: list[InputShard] = []
     for item in inputs:
@@ -75,7 +58,7 @@ def list_input_shards(inputs: Sequence[str], *, text_field: str = "text", input_
             shards_of_tfds += tfds_shards(item, text_field=text_field, data_dir=tfds_data_dir,
                                           records_per_shard=tfds_records_per_shard, wiki_cleanup=wiki_cleanup)
         else:
-            paths.update(os.path.normpath(path) for path in _expand_files(item))
+            paths.update(os.path.normpath(path) for path in expand_input(item, excluded, notes))
     if paths and all(os.path.getsize(path) == 0 for path in paths):
         raise InputError(f"all input files are empty: {sorted(paths)[:5]}")
     shards: list[InputShard] = []

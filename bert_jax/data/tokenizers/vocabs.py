@@ -89,6 +89,19 @@ class Vocab:
         else:
             bpe.write_vocab_dir(self.tokenizer(), output_dir)
 
+    def file_names(self) -> tuple[str, ...]:
+        """The names `write_dir` writes (a build claims them in its manifest before writing)."""
+        if self.kind == WORDPIECE:
+            return wordpiece.VOCAB_FILE, wordpiece.TOKENIZER_CONFIG
+        return bpe.FILES
+
+    def source_files(self) -> list[str]:
+        """The files this vocab was read from, which a build fingerprints: the `vocab.txt` or `tokenizer.json`, or
+        a directory's `vocab.json` and `merges.txt`."""
+        if os.path.isdir(self.path):
+            return [os.path.join(self.path, bpe.VOCAB_JSON), os.path.join(self.path, bpe.MERGES_FILE)]
+        return [self.path]
+
     def summary(self) -> dict[str, Any]:
         """What stats.json records: the kind, the number of ids and the special ids."""
         return {"kind": self.kind, "size": self.size, "special_ids": dataclasses.asdict(self.specials)}
