@@ -70,8 +70,8 @@ def _clean_up_spaces(text: str) -> str:
     return text
 
 
-class FillMask:
-    """A loaded model and tokenizer; call with texts to get the pipeline-shaped predictions."""
+class _JaxLogits:
+    """The JAX backend: the directory's safetensors in our model, jitted; called with the padded batch arrays."""
 
     def __init__(self, model_dir: str | Path):
         self.model, self.report = hf.load_pretrained(model_dir, heads=("mlm",))
@@ -81,21 +81,43 @@ class FillMask:
                 "BertForMaskedLM, RobertaForMaskedLM, DistilBertForMaskedLM), not a bare encoder (BertModel, "
                 "RobertaModel, DistilBertModel)"
             )
-        self.tokenizer, self.clean_up_spaces, specials = load_model_tokenizer(model_dir)
-        self.mask_token = specials["mask"]
-        self.mask_id = self.tokenizer.token_to_id(self.mask_token)
-        self.pad_id = self.tokenizer.token_to_id(specials["pad"])
-        if self.mask_id is None or self.pad_id is None:
-            raise FillMaskError(f"the tokenizer in {model_dir} has no {self.mask_token} or no {specials['pad']} token")
-        graphdef, state = nnx.split(self.model)
+        graphdef, self._state = nnx.split(self.model)
 
         @jax.jit
         def logits_fn(state, input_ids, input_mask, segment_ids):
             model = nnx.merge(graphdef, state)
             return model(input_ids, input_mask, segment_ids)["mlm_logits"]
 
-        self._state = state
         self._logits_fn = logits_fn
+
+    def __call__(self, input_ids, input_mask, segment_ids):
+        return self._logits_fn(self._state, input_ids, input_mask, segment_ids)
+
+
+def _onnx_logits(model_dir: str | Path):
+    """The ONNX Runtime backend (the onnx extra): DIR/model.onnx exported for fill-mask."""
+    from bert_jax.interop import onnx_runtime
+
+    return onnx_runtime.OnnxFillMaskLogits(model_dir)
+
+
+class FillMask:
+    """A loaded model and tokenizer; call with texts to get the pipeline-shaped predictions. `backend` "jax" runs
+    the directory's safetensors, "onnxruntime" its model.onnx."""
+
+    def __init__(self, model_dir: str | Path, backend: str = "jax"):
+        if backend == "onnxruntime":
+            self._logits = _onnx_logits(model_dir)  # model.onnx and config.json; no JAX model is built
+            self.max_length = self._logits.max_sequence_length
+        else:
+            self._logits = _JaxLogits(model_dir)
+            self.max_length = self._logits.model.config.max_sequence_length
+        self.tokenizer, self.clean_up_spaces, specials = load_model_tokenizer(model_dir)
+        self.mask_token = specials["mask"]
+        self.mask_id = self.tokenizer.token_to_id(self.mask_token)
+        self.pad_id = self.tokenizer.token_to_id(specials["pad"])
+        if self.mask_id is None or self.pad_id is None:
+            raise FillMaskError(f"the tokenizer in {model_dir} has no {self.mask_token} or no {specials['pad']} token")
 
     def _decode(self, ids, skip_special_tokens: bool) -> str:
         text = self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
@@ -103,7 +125,7 @@ class FillMask:
 
     def __call__(self, texts: list[str], top_k: int = 5) -> list:
         encodings = [self.tokenizer.encode(text) for text in texts]
-        limit = self.model.config.max_sequence_length
+        limit = self.max_length
         for i, (text, enc) in enumerate(zip(texts, encodings)):
             if self.mask_id not in enc.ids:
                 raise FillMaskError(f"text {i + 1} ({text!r}) contains no {self.mask_token}; put {self.mask_token} "
@@ -118,7 +140,7 @@ class FillMask:
             input_ids[row, : len(enc.ids)] = enc.ids
             input_mask[row, : len(enc.ids)] = 1
             segment_ids[row, : len(enc.ids)] = enc.type_ids
-        logits = np.asarray(self._logits_fn(self._state, input_ids, input_mask, segment_ids), np.float32)
+        logits = np.asarray(self._logits(input_ids, input_mask, segment_ids), np.float32)
         top_k = min(top_k, logits.shape[-1])
         return [self._predictions(np.asarray(enc.ids), logits[row], top_k) for row, enc in enumerate(encodings)]
 
@@ -158,12 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True, help="HF-format model directory (e.g. from python -m bert_jax.export)")
     parser.add_argument("--top_k", type=int, default=5, help="predictions per [MASK] (default 5)")
+    parser.add_argument("--backend", choices=("jax", "onnxruntime"), default="jax",
+                        help="jax (default): the directory's model.safetensors; onnxruntime: its model.onnx, from "
+                        "python -m bert_jax.export --format onnx --task fill-mask (the onnx extra)")
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="text with one or more [MASK] tokens")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top_k must be at least 1")
     try:
-        fill_mask = FillMask(args.model)
+        fill_mask = FillMask(args.model, backend=args.backend)
         results = fill_mask(args.texts, top_k=args.top_k)
     except errors.UserError as e:
         return errors.report("python -m bert_jax.fill_mask", e)
