@@ -94,20 +94,20 @@ class _JaxLogits:
         return self._logits_fn(self._state, input_ids, input_mask, segment_ids)
 
 
-def _onnx_logits(model_dir: str | Path):
-    """The ONNX Runtime backend (the onnx extra): DIR/model.onnx exported for fill-mask."""
+def _onnx_logits(model_dir: str | Path, onnx_file: str):
+    """The ONNX Runtime backend (the onnx extra): DIR/model.onnx (or a variant) exported for fill-mask."""
     from bert_jax.interop import onnx_runtime
 
-    return onnx_runtime.OnnxFillMaskLogits(model_dir)
+    return onnx_runtime.OnnxFillMaskLogits(model_dir, onnx_file)
 
 
 class FillMask:
     """A loaded model and tokenizer; call with texts to get the pipeline-shaped predictions. `backend` "jax" runs
-    the directory's safetensors, "onnxruntime" its model.onnx."""
+    the directory's safetensors, "onnxruntime" its `onnx_file`."""
 
-    def __init__(self, model_dir: str | Path, backend: str = "jax"):
+    def __init__(self, model_dir: str | Path, backend: str = "jax", onnx_file: str = "model.onnx"):
         if backend == "onnxruntime":
-            self._logits = _onnx_logits(model_dir)  # model.onnx and config.json; no JAX model is built
+            self._logits = _onnx_logits(model_dir, onnx_file)  # the ONNX file and config.json; no JAX model
             self.max_length = self._logits.max_sequence_length
         else:
             self._logits = _JaxLogits(model_dir)
@@ -183,12 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("jax", "onnxruntime"), default="jax",
                         help="jax (default): the directory's model.safetensors; onnxruntime: its model.onnx, from "
                         "python -m bert_jax.export --format onnx --task fill-mask (the onnx extra)")
+    parser.add_argument("--onnx_file", default="model.onnx", help="with --backend onnxruntime: the file in --model "
+                        "(default %(default)s; model_quantized.onnx for int8, from python -m bert_jax.optimize_onnx)")
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="text with one or more [MASK] tokens")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top_k must be at least 1")
     try:
-        fill_mask = FillMask(args.model, backend=args.backend)
+        fill_mask = FillMask(args.model, backend=args.backend, onnx_file=args.onnx_file)
         results = fill_mask(args.texts, top_k=args.top_k)
     except errors.UserError as e:
         return errors.report("python -m bert_jax.fill_mask", e)

@@ -110,9 +110,9 @@ def torch_outputs(model, ids, mask, types, with_types: bool):
         return model(**kwargs)
 
 
-def test_fill_mask_logits_equal_transformers_at_every_shape(exported, capsys):
+def test_fill_mask_logits_equal_transformers_at_every_shape(exported):
     name, model, _, out = exported
-    _, _, pad, input_names = ARCHITECTURES[name]
+    pad = ARCHITECTURES[name][2]
     encoder = OnnxEncoder.from_directory(out)
     longest = encoder.max_sequence_length  # 64, or RoBERTa's 64 (66 positions past its padding id)
     for batch, length in ((1, 5), (3, 23), (2, longest)):  # one file, several batch sizes and lengths
@@ -191,8 +191,9 @@ def test_weights_over_the_threshold_go_to_external_data(export_of, tmp_path):
     ids, mask, types = padded_ids(0, 2, 11, seed=0)
     np.testing.assert_array_equal(OnnxEncoder.from_directory(out)(ids, mask, types)["logits"],
                                   OnnxEncoder.from_directory(regular)(ids, mask, types)["logits"])
+    (out / "model_quantized.onnx").write_bytes(b"a variant of the model being replaced")
     onnx_export.export_onnx(model, out, task="fill-mask", force=True, log=lambda line: None)  # small: one file again
-    assert not (out / "model.onnx_data").exists()
+    assert not (out / "model.onnx_data").exists() and not (out / "model_quantized.onnx").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
@@ -203,6 +204,19 @@ def test_a_graph_past_the_tolerance_is_not_written(export_of, tmp_path, monkeypa
     with pytest.raises(onnx_export.ValidationError, match="differs from the JAX model at batch"):
         onnx_export.export_onnx(model, tmp_path / "out", task="fill-mask", log=lambda line: None)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_bfloat16_run_is_exported_and_validated_in_float32(tmp_path):
+    from flax import nnx
+
+    from bert_jax import models
+    from bert_jax.models.bert_config import BertConfig
+
+    config = BertConfig(vocab_size=100, max_position_embeddings=32, dtype="bfloat16", **TINY)
+    model = models.constructor(config, ("mlm",))(nnx.Rngs(0))
+    _, checks = onnx_export.export_onnx(model, tmp_path / "out", task="fill-mask", log=lambda line: None)
+    assert [(c.batch, c.length) for c in checks] == [(2, 16), (3, 32), (1, 32)]  # 512 capped by the position table
+    assert max(max(c.max_abs_diff.values()) for c in checks) <= TOLERANCE  # a bfloat16 reference is ~3e-3 off
 
 
 def test_bad_exports_are_clear_errors(export_of, minilm_dir, tmp_path, capsys):
@@ -249,3 +263,25 @@ def test_training_imports_neither_onnx_nor_onnxruntime():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
                             env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert result.stdout.strip() == "[]"
+
+
+def test_optimized_variant_stays_within_tolerance_and_int8_is_quantized(export_of, tmp_path, capsys):
+    from bert_jax import optimize_onnx
+
+    _, _, out = export_of("bert")
+    variants = tmp_path / "variants"
+    shutil.copytree(out, variants)
+    assert optimize_onnx.main(["--model", str(variants)]) == 0
+    assert capsys.readouterr().out.count("max abs diff from model.onnx: batch 2 x sequence 16") == 2
+    fused = {node.op_type for node in onnx.load(variants / "model_optimized.onnx").graph.node}
+    assert {"Attention", "SkipLayerNormalization", "BiasGelu"} <= fused  # ONNX Runtime's fusions matched our graph
+    quantized = {node.op_type for node in onnx.load(variants / "model_quantized.onnx").graph.node}
+    assert {"QAttention", "DynamicQuantizeLinear", "MatMulInteger"} <= quantized
+    ids, mask, types = padded_ids(0, 3, 23, seed=4)
+    ids[2], mask[2] = np.roll(ids[2], 9), np.roll(mask[2], 9)  # padding on the left: the 2D mask is kept as given
+    fp32 = OnnxEncoder.from_directory(variants)(ids, mask, types)["logits"]
+    optimized = OnnxEncoder.from_directory(variants, "model_optimized.onnx")(ids, mask, types)["logits"]
+    real = mask.astype(bool)
+    assert max_abs_diff(optimized[real], fp32[real]) <= TOLERANCE
+    int8 = OnnxEncoder.from_directory(variants, "model_quantized.onnx")(ids, mask, types)["logits"]
+    assert np.mean(int8[real].argmax(-1) == fp32[real].argmax(-1)) >= 0.9

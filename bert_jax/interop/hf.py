@@ -35,6 +35,8 @@ EXPORT_FILES = (
     SAFETENSORS_FILE,
     "model.onnx",
     "model.onnx_data",  # an ONNX export's weights when they are over protobuf's 2 GB
+    "model_optimized.onnx",  # its variants (python -m bert_jax.optimize_onnx), removed when model.onnx is replaced
+    "model_quantized.onnx",
     "config.json",
     "vocab.txt",
     *BPE_TOKENIZER_FILES,

@@ -25,6 +25,7 @@ from bert_jax import fileio, models
 from bert_jax.errors import CheckpointError
 from bert_jax.interop import hf, hf_names, onnx_graph, onnx_tasks
 from bert_jax.interop.onnx_runtime import EXTERNAL_DATA_FILE, ONNX_FILE, OnnxEncoder
+from bert_jax.interop.onnx_variants import VARIANT_FILES
 
 TOLERANCE = 1e-4  # max abs difference from the JAX model (float32 on CPU is ~1e-6)
 # Weights above this go to model.onnx_data: one protobuf message cannot exceed 2 GiB, and the graph needs a margin.
@@ -108,6 +109,7 @@ def save(proto: onnx.ModelProto, directory: Path, external_data_threshold: int) 
         return [path]
     onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
                     location=EXTERNAL_DATA_FILE, size_threshold=1024)
+    os.chmod(directory / EXTERNAL_DATA_FILE, 0o644)  # onnx creates it private; it is as public as model.onnx
     onnx.checker.check_model(str(path))  # from the path: the checker reads the external data
     return [path, directory / EXTERNAL_DATA_FILE]
 
@@ -160,6 +162,12 @@ def validate(encoder: OnnxEncoder, model, task: onnx_tasks.Task, log: Callable[[
 # ------------------------------------------------------------------------------------------------------ export
 
 
+def _remove(directory: Path, names) -> None:
+    for name in names:
+        if os.path.lexists(directory / name):
+            os.unlink(directory / name)  # a file or a link itself, never a link's target
+
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
@@ -194,13 +202,15 @@ def export_onnx(
         encoder = OnnxEncoder(staging / ONNX_FILE, model.config.max_sequence_length)
         checks = validate(encoder, model32, spec, log)
         del encoder  # closes the files before they move
+        # An earlier export's files would no longer match the new model.onnx (ours: only --force gets here with
+        # them): its variants go first, its external weights once the new model.onnx no longer points at them.
+        _remove(output_dir, VARIANT_FILES.values())
         written = []
         for path in files:
             fileio.commit(str(path), output_dir / path.name)
             written.append(output_dir / path.name)
-        stale = output_dir / EXTERNAL_DATA_FILE
-        if len(files) == 1 and os.path.lexists(stale):  # an earlier, larger export's weights (ours: --force)
-            os.unlink(stale)
+        if len(files) == 1:
+            _remove(output_dir, [EXTERNAL_DATA_FILE])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     written += hf.write_config_and_tokenizer(model, output_dir, vocab_file=vocab_file, lowercase=lowercase)

@@ -119,9 +119,10 @@ ACTIVATIONS = {
 def attention_bias(g: GraphBuilder, attention_mask: str) -> str:
     """[B, 1, 1, S]: 0 where a key is a real token, the lowest float32 where it is padding (added to the scores, so
     padding keys get probability 0 exactly, as our boolean mask gives)."""
-    padding = g.op("Sub", g.const(1.0), g.op("Cast", attention_mask, to=TensorProto.FLOAT))
-    bias = g.op("Mul", padding, g.const(np.finfo(np.float32).min))
-    return g.op("Unsqueeze", bias, g.const([1, 2], np.int64))
+    # Unsqueeze twice, Cast, Sub, Mul: transformers' graph, which ONNX Runtime's attention fusion matches.
+    mask = g.op("Unsqueeze", g.op("Unsqueeze", attention_mask, g.const([1], np.int64)), g.const([2], np.int64))
+    mask = g.op("Cast", mask, to=TensorProto.FLOAT)
+    return g.op("Mul", g.op("Sub", g.const(1.0), mask), g.const(np.finfo(np.float32).min))
 
 
 def self_attention(g: GraphBuilder, x_BxSxD: str, bias_Bx1x1xS: str, params, path: tuple, config) -> str:
