@@ -220,10 +220,12 @@ def test_a_bfloat16_run_is_exported_and_validated_in_float32(tmp_path):
 
 
 def test_bad_exports_are_clear_errors(export_of, minilm_dir, tmp_path, capsys):
+    from bert_jax import optimize_onnx
+
     _, source, out = export_of("bert")
 
     def fails(argv: list[str], prog: str = "export") -> str:
-        main = export.main if prog == "export" else fill_mask.main
+        main = {"export": export.main, "fill_mask": fill_mask.main, "optimize_onnx": optimize_onnx.main}[prog]
         assert main(argv) == 2
         last = capsys.readouterr().err.splitlines()[-1]  # after an import's report, if any
         assert last.startswith(f"python -m bert_jax.{prog}: error: ")
@@ -252,6 +254,8 @@ def test_bad_exports_are_clear_errors(export_of, minilm_dir, tmp_path, capsys):
                                            prog="fill_mask")
     too_long = " ".join(["word"] * 80) + " [MASK]"
     assert "reads at most 64" in fails(["--model", str(out), "--backend", "onnxruntime", too_long], prog="fill_mask")
+    assert "choose from optimized, int8" in fails(["--model", str(out), "--variants", "fp16"], prog="optimize_onnx")
+    assert "model.onnx not found" in fails(["--model", str(source)], prog="optimize_onnx")
     ids = np.zeros((1, 65), np.int64)
     with pytest.raises(InputError, match="65 tokens is longer than this model reads \\(64"):
         OnnxEncoder.from_directory(out)(ids, np.ones_like(ids))
