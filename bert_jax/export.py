@@ -72,7 +72,8 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--vocab", default=None,
                         help="the tokenizer to ship with the model: a WordPiece vocab.txt or a byte-level BPE "
                         "tokenizer.json (default: config.data.vocab_file)")
-    parser.add_argument("--model", default=None, help="an HF safetensors directory to export (the same as --init hf:DIR)")
+    parser.add_argument("--model", default=None,
+                        help="an HF safetensors directory to export (the same as --init hf:DIR)")
     parser.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors",
                         help="safetensors (default): an HF directory; onnx: model.onnx for --task, validated in ONNX "
                         "Runtime (the onnx extra; see docs/onnx.md)")

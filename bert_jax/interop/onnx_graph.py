@@ -154,6 +154,11 @@ def encoder_layer(g: GraphBuilder, x: str, bias: str, params, path: tuple, confi
 # ------------------------------------------------------------------------------------------------- embeddings
 
 
+def _table(g: GraphBuilder, params, prefix: str, name: str) -> str:
+    """An embedding table of the encoder as an initializer, e.g. `bert.embeddings.word_embeddings`."""
+    return g.weight(f"{prefix}.embeddings.{name}", params(prefix, "embeddings", name, "embedding"))
+
+
 def _leading_positions(g: GraphBuilder, table: str, input_ids: str) -> str:
     """Rows 0 .. S-1 of a position table: [S, D], broadcast over the batch."""
     seq_len = g.op("Shape", input_ids, start=1, end=2)
@@ -161,11 +166,10 @@ def _leading_positions(g: GraphBuilder, table: str, input_ids: str) -> str:
 
 
 def _bert_embeddings(g: GraphBuilder, inputs: dict[str, str], params, prefix: str, config) -> str:
-    tables = {name: g.weight(f"{prefix}.embeddings.{name}", params(prefix, "embeddings", name, "embedding"))
-              for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")}
-    x = g.op("Add", g.op("Gather", tables["word_embeddings"], inputs["input_ids"]),
-             _leading_positions(g, tables["position_embeddings"], inputs["input_ids"]))
-    return g.op("Add", x, g.op("Gather", tables["token_type_embeddings"], inputs["token_type_ids"]))
+    ids = inputs["input_ids"]
+    x = g.op("Add", g.op("Gather", _table(g, params, prefix, "word_embeddings"), ids),
+             _leading_positions(g, _table(g, params, prefix, "position_embeddings"), ids))
+    return g.op("Add", x, g.op("Gather", _table(g, params, prefix, "token_type_embeddings"), inputs["token_type_ids"]))
 
 
 def _roberta_embeddings(g: GraphBuilder, inputs: dict[str, str], params, prefix: str, config) -> str:
@@ -174,20 +178,16 @@ def _roberta_embeddings(g: GraphBuilder, inputs: dict[str, str], params, prefix:
     real = g.op("Cast", g.op("Not", g.op("Equal", ids, g.const(config.pad_token_id, np.int64))), to=TensorProto.INT64)
     positions = g.op("Add", g.op("Mul", g.op("CumSum", real, g.const(1, np.int64)), real),
                      g.const(config.pad_token_id, np.int64))
-    word = g.weight(f"{prefix}.embeddings.word_embeddings", params(prefix, "embeddings", "word_embeddings", "embedding"))
-    position = g.weight(f"{prefix}.embeddings.position_embeddings",
-                        params(prefix, "embeddings", "position_embeddings", "embedding"))
     token_type_0 = g.weight(f"{prefix}.embeddings.token_type_embeddings.0",
                             params(prefix, "embeddings", "token_type_embeddings", "embedding")[0])
-    x = g.op("Add", g.op("Gather", word, ids), token_type_0)
-    return g.op("Add", x, g.op("Gather", position, positions))
+    x = g.op("Add", g.op("Gather", _table(g, params, prefix, "word_embeddings"), ids), token_type_0)
+    return g.op("Add", x, g.op("Gather", _table(g, params, prefix, "position_embeddings"), positions))
 
 
 def _distilbert_embeddings(g: GraphBuilder, inputs: dict[str, str], params, prefix: str, config) -> str:
-    word = g.weight(f"{prefix}.embeddings.word_embeddings", params(prefix, "embeddings", "word_embeddings", "embedding"))
-    position = g.weight(f"{prefix}.embeddings.position_embeddings",
-                        params(prefix, "embeddings", "position_embeddings", "embedding"))
-    return g.op("Add", g.op("Gather", word, inputs["input_ids"]), _leading_positions(g, position, inputs["input_ids"]))
+    ids = inputs["input_ids"]
+    return g.op("Add", g.op("Gather", _table(g, params, prefix, "word_embeddings"), ids),
+                _leading_positions(g, _table(g, params, prefix, "position_embeddings"), ids))
 
 
 EMBEDDINGS = {"bert": _bert_embeddings, "roberta": _roberta_embeddings, "distilbert": _distilbert_embeddings}
