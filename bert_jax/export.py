@@ -3,6 +3,7 @@
     python -m bert_jax.export --config configs/base_cased.py:tiny --init random --output DIR
     python -m bert_jax.export --init hf:SOME_HF_DIR --output DIR      # re-export / convert an HF checkpoint
     python -m bert_jax.export --workdir RUN [--step N] --output DIR   # a training run's latest (or given) checkpoint
+    python -m bert_jax.export --model HF_DIR --format onnx --task fill-mask --output DIR   # model.onnx (onnx extra)
 
 The output loads with `transformers.BertForPreTraining.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`.
 Export writes only its own files inside DIR and refuses a non-empty DIR unless --force.
@@ -33,6 +34,16 @@ def load_from_workdir(workdir: str, step: int | None = None):
     return model, vocab, bool(config.data.lowercase), step
 
 
+def _onnx_exporter(task: str):
+    from bert_jax.interop import onnx_runtime
+
+    onnx_runtime.require_extra()
+    from bert_jax.interop import onnx_export, onnx_tasks
+
+    onnx_tasks.task(task)
+    return onnx_export
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _run(list(sys.argv[1:] if argv is None else argv))
@@ -44,7 +55,8 @@ def _run(argv: list[str]) -> int:
     argv, overrides = split_config_overrides(argv)
     parser = argparse.ArgumentParser(
         prog="python -m bert_jax.export",
-        description="Export a model of the family (BERT, RoBERTa) to a Hugging Face directory. Extra "
+        description="Export a model of the family (BERT, RoBERTa, DistilBERT) to a Hugging Face directory, or to ONNX "
+        "with --format onnx. Extra "
         "--config.FIELD=VALUE arguments override config fields.",
     )
     parser.add_argument("--output", required=True, help="output directory (created; must be empty unless --force)")
@@ -61,10 +73,26 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--vocab", default=None,
                         help="the tokenizer to ship with the model: a WordPiece vocab.txt or a byte-level BPE "
                         "tokenizer.json (default: config.data.vocab_file)")
+    parser.add_argument("--model", default=None,
+                        help="an HF safetensors directory to export (the same as --init hf:DIR)")
+    parser.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors",
+                        help="safetensors (default): an HF directory; onnx: model.onnx for --task, validated in ONNX "
+                        "Runtime (the onnx extra; see docs/onnx.md)")
+    parser.add_argument("--task", default=None, help="with --format onnx: fill-mask (default) or feature-extraction "
+                        "(the fine-tuning tasks come with their heads)")
     parser.add_argument("--force", action="store_true", help="overwrite the export files in a non-empty --output")
     parser.add_argument("--allow_missing", action="store_true",
-                        help="with --init hf:DIR: export even if DIR lacks encoder weights (freshly initialised)")
+                        help="with --init hf:DIR (or --model DIR): export even if DIR lacks encoder weights "
+                        "(freshly initialised)")
     args = parser.parse_args(argv)
+    if args.model is not None:
+        args.init = f"hf:{args.model}"
+    if args.format == "onnx":
+        args.task = args.task or "fill-mask"
+        onnx_export = _onnx_exporter(args.task)  # the extra and the task are checked before a model loads
+    elif args.task is not None:
+        parser.error("--task needs --format onnx")
+    missing_heads = ()
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on read-only checkpoint directories
     if args.allow_missing and (args.workdir is not None or not args.init.startswith("hf:")):
         parser.error("--allow_missing applies to --init hf:DIR only")
@@ -85,14 +113,19 @@ def _run(argv: list[str]) -> int:
         source = Path(args.init[3:])
         model, report = hf.load_pretrained(source, allow_missing=args.allow_missing)
         print(report.summary(), file=sys.stderr)
+        missing_heads = report.missing_heads
         vocab = args.vocab or next((source / name for name in ("vocab.txt", "tokenizer.json")
                                     if (source / name).is_file()), None)
     else:
         parser.error(f"--init must be 'random' or 'hf:DIR', got {args.init!r}")
     if vocab is not None and not Path(vocab).is_file():
         raise CheckpointError(f"vocab file {vocab} not found; pass --vocab PATH/vocab.txt (or PATH/tokenizer.json)")
-    written = hf.export_pretrained(model, args.output, vocab_file=vocab, force=args.force,
-                                   **({"lowercase": lowercase} if args.workdir is not None else {}))
+    options = {"lowercase": lowercase} if args.workdir is not None else {}
+    if args.format == "onnx":
+        written, _ = onnx_export.export_onnx(model, args.output, task=args.task, vocab_file=vocab, force=args.force,
+                                             missing_heads=missing_heads, **options)
+    else:
+        written = hf.export_pretrained(model, args.output, vocab_file=vocab, force=args.force, **options)
     print(f"exported {', '.join(p.name for p in written)} to {Path(args.output).resolve()}")
     return 0
 

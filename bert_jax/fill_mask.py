@@ -82,11 +82,10 @@ def _clean_up_spaces(text: str) -> str:
     return text
 
 
-class FillMask:
-    """A loaded model and tokenizer; call with texts to get the pipeline-shaped predictions."""
+class _JaxLogits:
+    """The JAX backend: the directory's safetensors in our model, jitted; called with the padded batch arrays."""
 
     def __init__(self, model_dir: str | Path, *, allow_missing: bool = False):
-        self.model_dir = model_dir
         self.model, self.report = hf.load_pretrained(model_dir, heads=("mlm",), allow_missing=allow_missing)
         if "MLM head" in self.report.missing_heads:
             raise FillMaskError(
@@ -94,28 +93,53 @@ class FillMask:
                 "BertForMaskedLM, RobertaForMaskedLM, DistilBertForMaskedLM), not a bare encoder (BertModel, "
                 "RobertaModel, DistilBertModel)"
             )
-        self.tokenizer, self.clean_up_spaces, specials = load_model_tokenizer(model_dir)
-        tokens, rows = self.tokenizer.get_vocab_size(with_added_tokens=True), self.model.config.vocab_size
-        if tokens > rows:
-            raise CheckpointError(
-                f"the tokenizer in {model_dir} has {tokens} tokens but the model's embedding table has {rows} rows "
-                "(config.json vocab_size): ids past the table would score NaN; use the tokenizer the model was "
-                "trained with"
-            )
-        self.mask_token = specials["mask"]
-        self.mask_id = self.tokenizer.token_to_id(self.mask_token)
-        self.pad_id = self.tokenizer.token_to_id(specials["pad"])
-        if self.mask_id is None or self.pad_id is None:
-            raise FillMaskError(f"the tokenizer in {model_dir} has no {self.mask_token} or no {specials['pad']} token")
-        graphdef, state = nnx.split(self.model)
+        graphdef, self._state = nnx.split(self.model)
 
         @jax.jit
         def logits_fn(state, input_ids, input_mask, segment_ids):
             model = nnx.merge(graphdef, state)
             return model(input_ids, input_mask, segment_ids)["mlm_logits"]
 
-        self._state = state
         self._logits_fn = logits_fn
+
+    def __call__(self, input_ids, input_mask, segment_ids):
+        return self._logits_fn(self._state, input_ids, input_mask, segment_ids)
+
+
+def _onnx_logits(model_dir: str | Path, onnx_file: str):
+    """The ONNX Runtime backend (the onnx extra): DIR/model.onnx (or a variant) exported for fill-mask."""
+    from bert_jax.interop import onnx_runtime
+
+    return onnx_runtime.OnnxFillMaskLogits(model_dir, onnx_file)
+
+
+class FillMask:
+    """A loaded model and tokenizer; call with texts to get the pipeline-shaped predictions. `backend` "jax" runs
+    the directory's safetensors, "onnxruntime" its `onnx_file`."""
+
+    def __init__(self, model_dir: str | Path, backend: str = "jax", onnx_file: str = "model.onnx", *,
+                 allow_missing: bool = False):
+        self.model_dir = model_dir
+        if backend == "onnxruntime":
+            self._logits = _onnx_logits(model_dir, onnx_file)  # the ONNX file and config.json; no JAX model
+            config = hf.config_from_hf(model_dir)
+        else:
+            self._logits = _JaxLogits(model_dir, allow_missing=allow_missing)
+            config = self._logits.model.config
+        self.max_length, self.vocab_size = config.max_sequence_length, config.vocab_size
+        self.tokenizer, self.clean_up_spaces, specials = load_model_tokenizer(model_dir)
+        tokens = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        if tokens > self.vocab_size:
+            raise CheckpointError(
+                f"the tokenizer in {model_dir} has {tokens} tokens but the model's embedding table has "
+                f"{self.vocab_size} rows (config.json vocab_size): ids past the table would score NaN; use the "
+                "tokenizer the model was trained with"
+            )
+        self.mask_token = specials["mask"]
+        self.mask_id = self.tokenizer.token_to_id(self.mask_token)
+        self.pad_id = self.tokenizer.token_to_id(specials["pad"])
+        if self.mask_id is None or self.pad_id is None:
+            raise FillMaskError(f"the tokenizer in {model_dir} has no {self.mask_token} or no {specials['pad']} token")
 
     def _decode(self, ids, skip_special_tokens: bool) -> str:
         text = self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
@@ -123,15 +147,14 @@ class FillMask:
 
     def __call__(self, texts: list[str], top_k: int = 5) -> list:
         encodings = [self.tokenizer.encode(text) for text in texts]
-        limit = self.model.config.max_sequence_length
+        limit = self.max_length
         for i, (text, enc) in enumerate(zip(texts, encodings)):
             if self.mask_id not in enc.ids:
                 raise FillMaskError(f"text {i + 1} ({text!r}) contains no {self.mask_token}; put {self.mask_token} "
                                     "where a word should be predicted")
-            if max(enc.ids, default=0) >= self.model.config.vocab_size:
+            if max(enc.ids, default=0) >= self.vocab_size:
                 raise FillMaskError(f"text {i + 1} has token id {max(enc.ids)}, past the model's embedding table "
-                                    f"({self.model.config.vocab_size} rows); use the tokenizer the model was trained "
-                                    "with")
+                                    f"({self.vocab_size} rows); use the tokenizer the model was trained with")
             if len(enc.ids) > limit:
                 raise FillMaskError(f"text {i + 1} is {len(enc.ids)} tokens long; this model reads at most {limit}")
         length = _bucket(max(len(enc.ids) for enc in encodings), limit)
@@ -142,7 +165,7 @@ class FillMask:
             input_ids[row, : len(enc.ids)] = enc.ids
             input_mask[row, : len(enc.ids)] = 1
             segment_ids[row, : len(enc.ids)] = enc.type_ids
-        logits = np.asarray(self._logits_fn(self._state, input_ids, input_mask, segment_ids), np.float32)
+        logits = np.asarray(self._logits(input_ids, input_mask, segment_ids), np.float32)
         if not np.isfinite(logits[input_ids == self.mask_id]).all():
             raise CheckpointError(f"the model in {self.model_dir} gives NaN or infinite scores; its weights are "
                                   "unusable: export it again from a healthy checkpoint")
@@ -187,12 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top_k", type=int, default=5, help="predictions per [MASK] (default 5)")
     parser.add_argument("--allow_missing", action="store_true",
                         help="answer even if the checkpoint lacks encoder weights (they are freshly initialised)")
+    parser.add_argument("--backend", choices=("jax", "onnxruntime"), default="jax",
+                        help="jax (default): the directory's model.safetensors; onnxruntime: its model.onnx, from "
+                        "python -m bert_jax.export --format onnx --task fill-mask (the onnx extra)")
+    parser.add_argument("--onnx_file", default="model.onnx", help="with --backend onnxruntime: the file in --model "
+                        "(default %(default)s; model_quantized.onnx for int8, from python -m bert_jax.optimize_onnx)")
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="text with one or more [MASK] tokens")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top_k must be at least 1")
     try:
-        fill_mask = FillMask(args.model, allow_missing=args.allow_missing)
+        fill_mask = FillMask(args.model, backend=args.backend, onnx_file=args.onnx_file,
+                             allow_missing=args.allow_missing)
         results = fill_mask(args.texts, top_k=args.top_k)
     except errors.UserError as e:
         return errors.report("python -m bert_jax.fill_mask", e)

@@ -245,6 +245,22 @@ def test_export_from_workdir_writes_the_checkpoint_weights(reference_run, tmp_pa
     assert export.main(["--workdir", str(tmp_path / "nothing"), "--output", str(tmp_path / "y")]) == 2
 
 
+def test_export_from_workdir_to_onnx_equals_the_checkpoint_model(reference_run, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from bert_jax.interop.onnx_runtime import OnnxEncoder
+
+    out = tmp_path / "onnx"
+    assert export.main(["--workdir", str(reference_run), "--format", "onnx", "--output", str(out)]) == 0
+    assert "batch 1 x sequence 64: max abs diff logits" in capsys.readouterr().err  # the run's position table
+    model, _, _, _ = export.load_from_workdir(str(reference_run))
+    assert (out / "vocab.txt").is_file() and (out / "config.json").is_file()
+    ids = np.random.default_rng(0).integers(5, model.config.vocab_size, size=(2, 20)).astype(np.int32)
+    mask, types = np.ones_like(ids), np.zeros_like(ids)
+    mask[1, 12:] = 0
+    expected = np.asarray(model(ids, mask, types)["mlm_logits"])
+    np.testing.assert_allclose(OnnxEncoder.from_directory(out)(ids, mask, types)["logits"], expected, atol=1e-4, rtol=0)
+
+
 def test_phase_plan_and_config_errors(sample_dataset, tmp_path, capsys):
     config = _config(sample_dataset, train_steps=1000, phases="[{'max_seq_length': 32, 'fraction': 0.9, "
                      "'max_predictions': 5}, {'max_seq_length': 64, 'fraction': 0.1, 'max_predictions': 10}]")

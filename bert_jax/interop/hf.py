@@ -30,6 +30,10 @@ BPE_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_
 # Every file export may write; nothing else is ever created in the output directory.
 EXPORT_FILES = (
     SAFETENSORS_FILE,
+    "model.onnx",
+    "model.onnx_data",  # an ONNX export's weights when they are over protobuf's 2 GB
+    "model_optimized.onnx",  # its variants (python -m bert_jax.optimize_onnx), removed when model.onnx is replaced
+    "model_quantized.onnx",
     "config.json",
     "vocab.txt",
     *BPE_TOKENIZER_FILES,
@@ -82,7 +86,8 @@ def hf_config_dict(config, architecture_name: str = "BertForPreTraining") -> dic
     }
 
 
-def _check_output_dir(output_dir: Path, force: bool) -> Path:
+def check_output_dir(output_dir: Path, force: bool) -> Path:
+    """The export directory, created; refuses a non-empty one unless `force`, and any export name that is a directory."""
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise CheckpointError(f"export target {output_dir} exists and is not a directory; choose another --output")
@@ -125,12 +130,18 @@ def export_pretrained(
 
     `lowercase` (WordPiece) defaults to what the vocab's own `tokenizer_config.json` says (cased when it says nothing).
     """
-    output_dir = _check_output_dir(Path(output_dir), force)
+    output_dir = check_output_dir(Path(output_dir), force)
     tensors = to_hf_state_dict(model)
     # fileio replaces (never follows) a symlink planted at one of these names, so nothing outside output_dir is written.
     written = [fileio.write_atomic(output_dir / SAFETENSORS_FILE, lambda p: save_file(tensors, p, metadata={"format": "pt"}))]
-    written.append(fileio.write_json(output_dir / "config.json",
-                                     hf_config_dict(model.config, type(model).__name__), indent=2))
+    return written + write_config_and_tokenizer(model, output_dir, vocab_file=vocab_file, lowercase=lowercase)
+
+
+def write_config_and_tokenizer(model, output_dir: Path, *, vocab_file: str | os.PathLike | None,
+                               lowercase: bool | None) -> list[Path]:
+    """`config.json` and (with a vocab) the tokenizer files, which every export format writes beside its weights."""
+    written = [fileio.write_json(output_dir / "config.json", hf_config_dict(model.config, type(model).__name__),
+                                 indent=2)]
     if vocab_file is not None:
         written += _export_tokenizer(Path(vocab_file), output_dir, model.config, lowercase)
     return written
