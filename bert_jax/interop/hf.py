@@ -288,6 +288,15 @@ def _safetensors_files(model_dir: Path) -> list[Path]:
     raise CheckpointError(f"no {SAFETENSORS_FILE} or {SAFETENSORS_INDEX} in {model_dir}")
 
 
+def read_safetensors_names(model_dir: str | os.PathLike) -> list[str]:
+    """The tensor names of a (possibly sharded) safetensors checkpoint, without reading the tensors."""
+    names = []
+    for path in _safetensors_files(Path(model_dir)):
+        with safe_open(path, framework="np") as f:
+            names.extend(f.keys())
+    return names
+
+
 def read_safetensors(model_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """All tensors of a (possibly sharded) safetensors checkpoint, as NumPy arrays."""
     tensors = {}

@@ -22,6 +22,7 @@ import ml_collections
 
 from bert_jax.errors import TrainingError
 from bert_jax.training import checkpointing, flops, inputs, metrics, setup as setup_lib
+from bert_jax.training.best import BestParams
 from bert_jax.training.phases import Phase, phase_at, phase_plan
 
 log = logging.getLogger("bert_jax")
@@ -79,13 +80,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
     manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
     writer = metrics.MetricsWriter(workdir, total_steps=config.train_steps, enabled=is_chief,
                                    train_metrics=run_setup.objective.train_metrics)
-    inputs.ensure_data(run_setup, plan)
+    data = inputs.run_data(run_setup)
+    data.ensure(plan)
 
     # State: the latest checkpoint if there is one, else fresh.
     latest = manager.latest_step()
     step = 0 if latest is None else latest
     phase = phase_at(plan, step) or plan[-1]
-    iterator = inputs.train_iterator(config, phase)
+    iterator = data.train_iterator(phase)
     if latest is None:
         state = run_setup.init_state()
     else:
@@ -110,6 +112,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
     watch = checkpointing.PreemptionWatch()
     interval = metrics.IntervalMetrics(run_setup.objective)
     profiler = Profiler(config, workdir)
+    best = BestParams(run_setup, workdir, is_chief)
     last_eval = None
     try:
         compiled = _compile(run_setup, phase)
@@ -139,8 +142,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
                 interval_start, interval_first_step = time.perf_counter(), step
 
             if step % config.eval_every == 0 or step == phase.end:
-                last_eval = inputs.evaluate(run_setup, phase, state.params)
+                last_eval = data.evaluate(phase, state.params)
                 writer.write(step, last_eval)
+                best.offer(step, last_eval, state.params)
                 interval_start, interval_first_step = time.perf_counter(), step
 
             boundary = step == phase.end and step < config.train_steps
@@ -148,7 +152,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
                 phase = phase_at(plan, step)
                 log.info("phase %d from step %d: sequence length %d, %d predictions", phase.index, step,
                          phase.max_seq_length, phase.max_predictions)
-                iterator = inputs.train_iterator(config, phase)
+                iterator = data.train_iterator(phase)
                 compiled = _compile(run_setup, phase)
                 interval_start, interval_first_step = time.perf_counter(), step
 
@@ -233,5 +237,5 @@ def _export(config, workdir: str, run_setup: setup_lib.Setup, params, is_chief: 
     host_params = checkpointing.replicated_host_copy(params)
     if is_chief:
         hf.export_to(run_setup.graphdef, host_params, workdir, vocab_file=config.data.vocab_file,
-                     lowercase=config.data.lowercase)
+                     lowercase=config.data.lowercase, labels=run_setup.objective.export_labels())
     inputs.sync("exported")
