@@ -245,10 +245,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"optimizer.{name} must not be negative; got {opt[name]} (0 turns it off)")
     if not opt.eps > 0:
         raise ConfigError(f"optimizer.eps must be positive; got {opt.eps}")
-    data = config.data
-    if not 0 < data.masked_lm_prob <= 1:
+    data = config.data  # a fine-tuning run's data has no masking fields
+    if "masked_lm_prob" in data and not 0 < data.masked_lm_prob <= 1:
         raise ConfigError(f"data.masked_lm_prob must be in (0, 1]; got {data.masked_lm_prob} (0.15 is BERT's)")
-    if data.worker_count < 0:
+    if data.get("worker_count", 0) < 0:
         raise ConfigError(f"data.worker_count must be 0 (load in this process) or more; got {data.worker_count}")
     if data.get("mlm_smoothing", 0.0) < 0:
         raise ConfigError(f"data.mlm_smoothing must not be negative; got {data.mlm_smoothing} (0 = uniform)")

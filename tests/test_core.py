@@ -140,7 +140,7 @@ def test_loading_a_config_imports_no_jax_or_model_code():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["objective=nsp_only"], "objective 'nsp_only' is not supported; use one of ['distillation', 'mlm', 'mlm_nsp']"),
+    (["objective=nsp_only"], "objective 'nsp_only' is not supported; use one of ['classification', 'distillation', 'mlm', 'mlm_nsp']"),
     (["model.model_type=gpt2"], "model.model_type 'gpt2' is not supported"),
     (["model.dropout_impl=fastest"], "model.dropout_impl 'fastest' is not supported"),
     (["mesh.rules=[('vocab', 'model')]"], "names mesh axis 'model'"),
@@ -191,6 +191,7 @@ def test_two_dimensions_on_one_mesh_axis_is_an_error():
     ["bert_jax.export", "--output", "{tmp}/export", "--config.batch_size=x"],
     ["bert_jax.compile_ahead", "--config", "configs/base_cased.py:tiny", "--topology", "v9:1x1"],
     ["bert_jax.fill_mask", "--model", "no/such/dir", "a [MASK]"],
+    ["bert_jax.finetune", "--model", "no/such/dir", "--task", "rte", "--data", "no/such/RTE", "--workdir", "{tmp}/run"],
     ["bert_jax.data.build", "--input", "no/such/*.txt", "--vocab", "data/sample/vocab/vocab.txt", "--output", "{tmp}/data"],
 ])
 def test_every_command_reports_a_user_error_in_one_line_with_status_2(command, tmp_path):

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -74,9 +75,10 @@ def to_hf_state_dict(model) -> dict[str, np.ndarray]:
             for e in _entries(model)}
 
 
-def hf_config_dict(config, architecture_name: str = "BertForPreTraining") -> dict:
-    """`config.json` for `transformers.{architecture_name}` (and the `Auto*` classes)."""
-    return {
+def hf_config_dict(config, architecture_name: str = "BertForPreTraining", labels: Sequence[str] | None = None) -> dict:
+    """`config.json` for `transformers.{architecture_name}` (and the `Auto*` classes); with `labels` (a model with a
+    task head) its `id2label`, `label2id` and `problem_type`."""
+    values = {
         "architectures": [architecture_name],
         "model_type": config.model_type,
         **config.to_hf_dict(),
@@ -84,6 +86,40 @@ def hf_config_dict(config, architecture_name: str = "BertForPreTraining") -> dic
         "tie_word_embeddings": True,
         "dtype": config.param_dtype,
     }
+    if labels is not None:
+        values.update(head_config(config, labels))
+    return values
+
+
+def head_config(config, labels: Sequence[str] = ()) -> dict:
+    """config.json's fields of a task head: `id2label` and `label2id` (the task's label names, transformers'
+    `LABEL_i` where none are given) and `problem_type` (null when the config leaves it to the labels)."""
+    labels = list(labels) or [f"LABEL_{i}" for i in range(config.num_labels)]
+    if len(labels) != config.num_labels:
+        raise CheckpointError(f"{len(labels)} label names ({labels}) for a head of num_labels={config.num_labels}")
+    return {"id2label": {str(i): name for i, name in enumerate(labels)},
+            "label2id": {name: i for i, name in enumerate(labels)},
+            "problem_type": config.problem_type or None}
+
+
+def head_fields_from_hf(hf: dict) -> dict:
+    """Our task-head fields from a config.json: `num_labels` (as transformers, the size of `id2label`) and
+    `problem_type`."""
+    values = {}
+    if isinstance(hf.get("id2label"), dict) and hf["id2label"]:
+        values["num_labels"] = len(hf["id2label"])
+    elif isinstance(hf.get("num_labels"), int):
+        values["num_labels"] = hf["num_labels"]
+    if hf.get("problem_type"):
+        values["problem_type"] = hf["problem_type"]
+    return values
+
+
+def label_names(model_dir: str | os.PathLike) -> list[str]:
+    """The label names of a directory's config.json (`id2label` in id order), or [] when it has none."""
+    hf = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    id2label = hf.get("id2label") or {}
+    return [id2label[key] for key in sorted(id2label, key=int)]
 
 
 def check_output_dir(output_dir: Path, force: bool) -> Path:
@@ -122,26 +158,34 @@ def export_pretrained(
     vocab_file: str | os.PathLike | None = None,
     lowercase: bool | None = None,
     force: bool = False,
+    labels: Sequence[str] | None = None,
 ) -> list[Path]:
     """Writes an HF directory of the model's class (`BertForPreTraining`, `RobertaForMaskedLM`,
-    `DistilBertForMaskedLM`, ...):
+    `DistilBertForMaskedLM`, `BertForSequenceClassification`, ...):
     `model.safetensors`, `config.json` and, with a vocab, the tokenizer: a WordPiece `vocab.txt` with its
     `tokenizer_config.json`, or a byte-level BPE `tokenizer.json` with the files beside it.
 
     `lowercase` (WordPiece) defaults to what the vocab's own `tokenizer_config.json` says (cased when it says nothing).
+    A model with a task head gets `id2label`/`label2id` from `labels` (`LABEL_i` without them) and its
+    `problem_type` in config.json.
     """
     output_dir = check_output_dir(Path(output_dir), force)
     tensors = to_hf_state_dict(model)
     # fileio replaces (never follows) a symlink planted at one of these names, so nothing outside output_dir is written.
     written = [fileio.write_atomic(output_dir / SAFETENSORS_FILE, lambda p: save_file(tensors, p, metadata={"format": "pt"}))]
-    return written + write_config_and_tokenizer(model, output_dir, vocab_file=vocab_file, lowercase=lowercase)
+    return written + write_config_and_tokenizer(model, output_dir, vocab_file=vocab_file, lowercase=lowercase,
+                                                labels=labels)
 
 
 def write_config_and_tokenizer(model, output_dir: Path, *, vocab_file: str | os.PathLike | None,
-                               lowercase: bool | None) -> list[Path]:
+                               lowercase: bool | None, labels: Sequence[str] | None = None) -> list[Path]:
     """`config.json` and (with a vocab) the tokenizer files, which every export format writes beside its weights."""
-    written = [fileio.write_json(output_dir / "config.json", hf_config_dict(model.config, type(model).__name__),
-                                 indent=2)]
+    from bert_jax.models.heads import TaskModel
+
+    if labels is None and isinstance(model, TaskModel):
+        labels = ()
+    written = [fileio.write_json(output_dir / "config.json",
+                                 hf_config_dict(model.config, type(model).__name__, labels), indent=2)]
     if vocab_file is not None:
         written += _export_tokenizer(Path(vocab_file), output_dir, model.config, lowercase)
     return written
@@ -237,11 +281,17 @@ def config_from_hf(model_dir: str | os.PathLike, **overrides):
         )
     config_class = models.config_class(model_type)
     values = {name: hf[name] for name in config_class.HF_FIELDS if name in hf}
+    values.update(head_fields_from_hf(hf))
     values.update(overrides, model_type=model_type)
     try:
         return config_class.from_mapping(values)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
+
+
+def read_safetensors_names(model_dir: str | os.PathLike) -> list[str]:
+    """The tensor names of a (possibly sharded) safetensors checkpoint, without reading the tensors."""
+    return hf_files.tensor_names(hf_files.safetensors_files(Path(model_dir)))
 
 
 def read_safetensors(model_dir: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -334,19 +384,20 @@ def load_pretrained(model_dir: str | os.PathLike, *, seed: int = 0, heads: tuple
     return model, report
 
 
-def export_to(graphdef, params, workdir: str, *, vocab_file: str, lowercase: bool) -> list[Path]:
-    """Writes WORKDIR/export, the Hugging Face directory of a run's parameters (host arrays), replacing an earlier
-    export there. `export_pretrained` writes a local directory atomically; an object-store workdir (gs://) gets a copy
+def export_to(graphdef, params, workdir: str, *, vocab_file: str, lowercase: bool, name: str = "export",
+              labels: Sequence[str] | None = None) -> list[Path]:
+    """Writes WORKDIR/export (or WORKDIR/`name`), the Hugging Face directory of a run's parameters (host arrays),
+    replacing an earlier export there; `labels` as `export_pretrained`. `export_pretrained` writes a local directory atomically; an object-store workdir (gs://) gets a copy
     of it."""
     import logging
     import tempfile
 
     from etils import epath
 
-    out = epath.Path(workdir) / "export"
+    out = epath.Path(workdir) / name
     local = out if "://" not in str(workdir) else epath.Path(tempfile.mkdtemp(prefix="bert_jax_export_"))
     written = export_pretrained(nnx.merge(graphdef, params), str(local), vocab_file=vocab_file, lowercase=lowercase,
-                                force=True)
+                                force=True, labels=labels)
     if local != out:
         out.mkdir(parents=True, exist_ok=True)
         for path in written:

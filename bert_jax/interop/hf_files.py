@@ -79,18 +79,23 @@ def safetensors_files(model_dir: Path) -> list[Path]:
     raise CheckpointError(f"no {SAFETENSORS_FILE} or {SAFETENSORS_INDEX} in {model_dir}")
 
 
-def read_files(paths: list[Path]) -> dict[str, np.ndarray]:
-    """All tensors of the files, as NumPy arrays; a file safetensors cannot read is an error naming it."""
+def read_files(paths: list[Path], *, names_only: bool = False) -> dict[str, np.ndarray | None]:
+    """All tensors of the files, as NumPy arrays (None with `names_only`: the headers alone are read); a file
+    safetensors cannot read is an error naming it."""
     tensors = {}
     for path in paths:
         try:
             with safe_open(path, framework="np") as f:
                 for key in f.keys():
-                    tensors[key] = f.get_tensor(key)
+                    tensors[key] = None if names_only else f.get_tensor(key)
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it is corrupt or truncated: "
                                   "re-download or re-export it") from None
     return tensors
+
+
+def tensor_names(paths: list[Path]) -> list[str]:
+    return list(read_files(paths, names_only=True))
 
 
 # ----------------------------------------------------------------------------------------------------- memory

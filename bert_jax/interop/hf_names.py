@@ -132,6 +132,16 @@ class Architecture:
         return self.renames.get(key, key)
 
 
+# The fine-tuning heads' layers, spelled the same in ours and in transformers (`classifier` of the sequence, token and
+# multiple-choice models; `qa_outputs` of question answering). A model uses the entries of the layers it has.
+TASK_HEADS = (("classifier",), ("qa_outputs",))
+TASK_HEAD_NAMES = {"classifier.": "classification head", "qa_outputs.": "question-answering head"}
+
+
+def _task_heads(*extra: tuple[str, ...]) -> list[Entry]:
+    return [entry for path in (*TASK_HEADS, *extra) for entry in dense(path, ".".join(path))]
+
+
 def _bert_entries(config) -> list[Entry]:
     return [
         *encoder(config, "bert", "bert"),
@@ -140,15 +150,18 @@ def _bert_entries(config) -> list[Entry]:
         *layer_norm(("mlm_layer_norm",), "cls.predictions.transform.LayerNorm"),
         Entry(("mlm_bias",), "cls.predictions.bias", _same, _same),
         *dense(("nsp",), "cls.seq_relationship"),
+        *_task_heads(),
     ]
 
 
 def _roberta_entries(config) -> list[Entry]:
     return [
         *encoder(config, "roberta", "roberta"),
+        *dense(("roberta", "pooler"), "roberta.pooler.dense"),  # multiple choice's only
         *dense(("mlm_transform",), "lm_head.dense"),
         *layer_norm(("mlm_layer_norm",), "lm_head.layer_norm"),
         Entry(("mlm_bias",), "lm_head.bias", _same, _same),
+        *_task_heads(("classifier", "dense"), ("classifier", "out_proj")),  # sequence classification's head
     ]
 
 
@@ -158,27 +171,30 @@ def _distilbert_entries(config) -> list[Entry]:
         *dense(("mlm_transform",), "vocab_transform"),
         *layer_norm(("mlm_layer_norm",), "vocab_layer_norm"),
         Entry(("mlm_bias",), "vocab_projector.bias", _same, _same),
+        *_task_heads(("pre_classifier",)),
     ]
 
 
 ARCHITECTURES = {
     "bert": Architecture(
         model_type="bert", prefix="bert", entries=_bert_entries,
-        heads={"bert.pooler.": "pooler", "cls.predictions.": "MLM head", "cls.seq_relationship.": "NSP head"},
+        heads={"bert.pooler.": "pooler", "cls.predictions.": "MLM head", "cls.seq_relationship.": "NSP head",
+               **TASK_HEAD_NAMES},
         ignored=("embeddings.position_ids", "cls.predictions.decoder.weight"),
         renames={"cls.predictions.decoder.bias": "cls.predictions.bias"},  # tied to the head's bias
         config_extra={"pad_token_id": 0, "position_embedding_type": "absolute"},
     ),
     "roberta": Architecture(
         model_type="roberta", prefix="roberta", entries=_roberta_entries,
-        heads={"lm_head.": "MLM head"},
+        heads={"lm_head.": "MLM head", "roberta.pooler.": "pooler", **TASK_HEAD_NAMES},
         ignored=("embeddings.position_ids", "embeddings.token_type_ids", "lm_head.decoder.weight"),
         renames={"lm_head.decoder.bias": "lm_head.bias"},
         config_extra={"position_embedding_type": "absolute"},
     ),
     "distilbert": Architecture(
         model_type="distilbert", prefix="distilbert", entries=_distilbert_entries,
-        heads={"vocab_transform.": "MLM head", "vocab_layer_norm.": "MLM head", "vocab_projector.": "MLM head"},
+        heads={"vocab_transform.": "MLM head", "vocab_layer_norm.": "MLM head", "vocab_projector.": "MLM head",
+               "pre_classifier.": "classification head", **TASK_HEAD_NAMES},
         ignored=("embeddings.position_ids", "vocab_projector.weight"),  # a buffer; the decoder tied to the embeddings
         renames={},
         config_extra={},

@@ -1,4 +1,6 @@
-"""Flax NNX BERT, the same functions as Hugging Face's `BertModel`, `BertForPreTraining` and `BertForMaskedLM`.
+"""Flax NNX BERT, the same functions as Hugging Face's `BertModel`, `BertForPreTraining`, `BertForMaskedLM` and the
+fine-tuning models (`BertForSequenceClassification`, `...TokenClassification`, `...QuestionAnswering`,
+`...MultipleChoice`).
 
 The encoder blocks are in `layers.py`, the pre-training heads in `heads.py`; this file assembles them the way the
 reference BERT does. Shape suffixes: B batch, S sequence, P masked positions, D hidden.
@@ -108,10 +110,66 @@ class BertForPreTraining(BertForMaskedLM):
         return outputs
 
 
+def classifier_dropout(config) -> float:
+    """transformers' rule: `classifier_dropout`, or the hidden dropout when it is None."""
+    return config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+
+
+class BertForSequenceClassification(heads.TaskModel):
+    """`classifier` on the pooled [CLS] state (after dropout): `logits` [B, num_labels]."""
+
+    encoder_name = "bert"
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs, outputs: int | None = None):
+        self.config = config
+        self.bert = BertModel(config, rngs=rngs)
+        self.dropout = layers.dropout(config, classifier_dropout(config))
+        self.classifier = heads.classifier(config, config.num_labels if outputs is None else outputs, rngs=rngs)
+
+    def head(self, outputs, *, deterministic, rngs):
+        return {"logits": self.classifier(self.dropout(outputs["pooled_output"], deterministic=deterministic,
+                                                       rngs=rngs))}
+
+
+class BertForMultipleChoice(BertForSequenceClassification):
+    """One score per choice from its pooled [CLS] state: inputs [B, C, S], `logits` [B, C]."""
+
+    choices = True
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        super().__init__(config, rngs=rngs, outputs=1)
+
+
+class BertForTokenClassification(heads.TokenClassificationModel):
+    """`classifier` at every token (after dropout), no pooler: `logits` [B, S, num_labels]."""
+
+    encoder_name = "bert"
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.bert = BertModel(config, rngs=rngs, add_pooling_layer=False)
+        self._add_head(config, classifier_dropout(config), rngs=rngs)
+
+
+class BertForQuestionAnswering(heads.QuestionAnsweringModel):
+    """`qa_outputs` at every token, no pooler and no dropout: `start_logits`, `end_logits` [B, S]."""
+
+    encoder_name = "bert"
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.bert = BertModel(config, rngs=rngs, add_pooling_layer=False)
+        self._add_head(config, 0.0, rngs=rngs)
+
+
 # The model for each set of heads an objective reads (objectives name theirs in `Objective.heads`).
 MODELS_BY_HEADS = {
     ("mlm", "nsp"): BertForPreTraining,
     ("mlm",): BertForMaskedLM,
+    (heads.SEQUENCE_CLASSIFICATION,): BertForSequenceClassification,
+    (heads.TOKEN_CLASSIFICATION,): BertForTokenClassification,
+    (heads.QUESTION_ANSWERING,): BertForQuestionAnswering,
+    (heads.MULTIPLE_CHOICE,): BertForMultipleChoice,
 }
 
 

@@ -14,6 +14,9 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 # Implementations of dropout and of the tied MLM decoder (models/speed_levers.py): "auto" picks per platform.
 DROPOUT_IMPLS = ("auto", "stock", "threefry16")
 DECODER_IMPLS = ("auto", "stock", "matmul_bias_grad")
+# Hugging Face's `problem_type` values, which pick a sequence-classification loss; "" is its None (decided from the
+# labels: regression for one output, single-label for integer labels).
+PROBLEM_TYPES = ("", "regression", "single_label_classification", "multi_label_classification")
 
 
 def check_numbers(values: Mapping[str, Any], sizes: Iterable[str], reals: Iterable[str], prefix: str = "",
@@ -58,6 +61,9 @@ class BertConfig:
     scan_layers: bool = False  # run the encoder as a lax.scan over stacked layer weights (compile time; not in HF)
     dropout_impl: str = "auto"  # one of DROPOUT_IMPLS; "auto" is resolved per platform before the model is built
     decoder_impl: str = "auto"  # one of DECODER_IMPLS; likewise
+    num_labels: int = 2  # outputs of a classification head (HF derives it from id2label; 1 = regression)
+    problem_type: str = ""  # one of PROBLEM_TYPES: the sequence-classification loss (objectives/classification.py)
+    classifier_dropout: float | None = None  # dropout before a classification head; None = hidden_dropout_prob
 
     def __post_init__(self):
         self.check_fields(dataclasses.asdict(self))
@@ -82,6 +88,7 @@ class BertConfig:
         for field, allowed in choices.items():
             if field in values and values[field] not in allowed:
                 raise ValueError(f"{prefix}{field} {values[field]!r} is not supported; use one of {list(allowed)}")
+        check_head_fields(values, prefix)
 
     @property
     def head_dim(self) -> int:
@@ -106,6 +113,7 @@ class BertConfig:
         "type_vocab_size",
         "initializer_range",
         "layer_norm_eps",
+        "classifier_dropout",
     )
 
     # The tokenizer the architecture's released models use; a dataset of another kind is refused (its special ids
@@ -141,6 +149,16 @@ class BertConfig:
         """Training (forward + backward) FLOPs per token of the encoder at sequence length `seq_len`:
         6 N_encoder for its dense layers + 12 L D S for the attention scores and weighted sum (S keys per query)."""
         return float(6 * self.encoder_matmul_params() + 12 * self.num_hidden_layers * self.hidden_size * seq_len)
+
+
+def check_head_fields(values: Mapping[str, Any], prefix: str = "") -> None:
+    """The task-head fields every architecture shares: a positive label count and a known problem type."""
+    num_labels = values.get("num_labels", 2)
+    if not isinstance(num_labels, int) or num_labels < 1:
+        raise ValueError(f"{prefix}num_labels ({num_labels!r}) must be a positive integer")
+    if values.get("problem_type", "") not in PROBLEM_TYPES:
+        raise ValueError(f"{prefix}problem_type {values['problem_type']!r} is not supported; use one of "
+                         f"{list(PROBLEM_TYPES)}")
 
 
 # The registry entry (bert_jax/models/__init__.py finds `*_config` modules by name).

@@ -1,4 +1,5 @@
-"""Flax NNX DistilBERT, the same functions as Hugging Face's `DistilBertModel` and `DistilBertForMaskedLM`: BERT's
+"""Flax NNX DistilBERT, the same functions as Hugging Face's `DistilBertModel`, `DistilBertForMaskedLM` and the
+fine-tuning models (`DistilBertFor{SequenceClassification,TokenClassification,QuestionAnswering,MultipleChoice}`): BERT's
 post-LN encoder layers (`layers.py`, without the dropout after the attention's output projection, as DistilBERT's
 `TransformerBlock`) and masked-LM head (`heads.py`), with word + position embeddings only and no pooler.
 
@@ -10,6 +11,7 @@ Shape suffixes: B batch, S sequence, P masked positions, D hidden.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -86,7 +88,60 @@ class DistilBertForMaskedLM(nnx.Module, heads.MaskedLMHead):
                                    self.distilbert.embeddings.word_embeddings.embedding[...])
 
 
+class DistilBertForSequenceClassification(heads.TaskModel):
+    """On the [CLS] state: `pre_classifier`, ReLU, dropout (`seq_classif_dropout`), `classifier`: `logits`
+    [B, num_labels]."""
+
+    encoder_name = "distilbert"
+
+    def __init__(self, config: DistilBertConfig, *, rngs: nnx.Rngs, outputs: int | None = None):
+        self.config = config
+        self.distilbert = DistilBertModel(config, rngs=rngs)
+        self.pre_classifier = heads.square_dense(config, rngs=rngs)
+        self.dropout = layers.dropout(config, config.seq_classif_dropout)
+        self.classifier = heads.classifier(config, config.num_labels if outputs is None else outputs, rngs=rngs)
+
+    def head(self, outputs, *, deterministic, rngs):
+        x_BxD = jax.nn.relu(self.pre_classifier(outputs["sequence_output"][:, 0]))
+        return {"logits": self.classifier(self.dropout(x_BxD, deterministic=deterministic, rngs=rngs))}
+
+
+class DistilBertForMultipleChoice(DistilBertForSequenceClassification):
+    """The same head with one output, per choice: inputs [B, C, S], `logits` [B, C]."""
+
+    choices = True
+
+    def __init__(self, config: DistilBertConfig, *, rngs: nnx.Rngs):
+        super().__init__(config, rngs=rngs, outputs=1)
+
+
+class DistilBertForTokenClassification(heads.TokenClassificationModel):
+    """Dropout (`dropout`) and `classifier` at every token: `logits` [B, S, num_labels]."""
+
+    encoder_name = "distilbert"
+
+    def __init__(self, config: DistilBertConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.distilbert = DistilBertModel(config, rngs=rngs)
+        self._add_head(config, config.dropout, rngs=rngs)
+
+
+class DistilBertForQuestionAnswering(heads.QuestionAnsweringModel):
+    """Dropout (`qa_dropout`) and `qa_outputs` at every token: `start_logits`, `end_logits` [B, S]."""
+
+    encoder_name = "distilbert"
+
+    def __init__(self, config: DistilBertConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.distilbert = DistilBertModel(config, rngs=rngs)
+        self._add_head(config, config.qa_dropout, rngs=rngs)
+
+
 # The model for each set of heads an objective reads.
 MODELS_BY_HEADS = {
     ("mlm",): DistilBertForMaskedLM,
+    (heads.SEQUENCE_CLASSIFICATION,): DistilBertForSequenceClassification,
+    (heads.TOKEN_CLASSIFICATION,): DistilBertForTokenClassification,
+    (heads.QUESTION_ANSWERING,): DistilBertForQuestionAnswering,
+    (heads.MULTIPLE_CHOICE,): DistilBertForMultipleChoice,
 }

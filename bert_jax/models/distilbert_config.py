@@ -16,7 +16,7 @@ import operator
 from typing import Any, Mapping
 
 from bert_jax.models.bert_config import (ACTIVATION_NAMES, DECODER_IMPLS, DROPOUT_IMPLS, DTYPE_NAMES, BertConfig,
-                                        check_numbers)
+                                        check_head_fields, check_numbers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,10 @@ class DistilBertConfig:
     scan_layers: bool = False  # run the encoder as a lax.scan over stacked layer weights (compile time; not in HF)
     dropout_impl: str = "auto"  # one of DROPOUT_IMPLS; "auto" is resolved per platform before the model is built
     decoder_impl: str = "auto"  # one of DECODER_IMPLS; likewise
+    num_labels: int = 2  # outputs of a classification head (HF derives it from id2label; 1 = regression)
+    problem_type: str = ""  # one of PROBLEM_TYPES (bert_config.py): the sequence-classification loss
+    seq_classif_dropout: float = 0.2  # dropout before the sequence-classification and multiple-choice classifier
+    qa_dropout: float = 0.1  # dropout before the question-answering outputs
 
     # BERT's name -> DistilBERT's, for the fields both have (transformers' `DistilBertConfig.attribute_map` and more).
     BERT_NAMES = {
@@ -53,7 +57,8 @@ class DistilBertConfig:
         "attention_probs_dropout_prob": "attention_dropout",
     }
     HF_FIELDS = ("vocab_size", "max_position_embeddings", "sinusoidal_pos_embds", "n_layers", "n_heads", "dim",
-                 "hidden_dim", "dropout", "attention_dropout", "activation", "initializer_range", "pad_token_id")
+                 "hidden_dim", "dropout", "attention_dropout", "activation", "initializer_range", "pad_token_id",
+                 "seq_classif_dropout", "qa_dropout")
     VOCAB_KIND = "wordpiece"  # BERT's vocabulary, as released (distilbert-base-uncased is bert-base-uncased's)
     layer_norm_eps = 1e-12  # transformers hard-codes it in every DistilBERT LayerNorm
     # No token-type embeddings: segment ids are read by no parameter, every token is of the one type. (The trainer
@@ -80,6 +85,7 @@ class DistilBertConfig:
         if not 0 <= v["pad_token_id"] < v["vocab_size"]:
             raise ValueError(f"{prefix}pad_token_id ({v['pad_token_id']}) must be an id below {prefix}vocab_size "
                              f"({v['vocab_size']})")
+        check_head_fields(v, prefix)
 
     # What reads only BERT's names (the properties defined after the class) is BERT's own code, not a copy.
     __post_init__ = BertConfig.__post_init__

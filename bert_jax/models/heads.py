@@ -49,3 +49,81 @@ def gather_positions(x_BxSxD, positions_BxP) -> jax.Array:
 def next_sentence_head(config, *, rngs: nnx.Rngs) -> nnx.Module:
     """Two logits (0 = B follows A, 1 = B is random) from the pooled [CLS] state."""
     return layers.linear(config, config.hidden_size, 2, ("embed", None), rngs=rngs)
+
+
+# ------------------------------------------------------------------------------------------- fine-tuning heads
+
+# The fine-tuning heads, as an objective names them in `Objective.heads` (one per model class, as transformers'
+# `*ForSequenceClassification`, `*ForTokenClassification`, `*ForQuestionAnswering`, `*ForMultipleChoice`).
+SEQUENCE_CLASSIFICATION = "sequence_classification"
+TOKEN_CLASSIFICATION = "token_classification"
+QUESTION_ANSWERING = "question_answering"
+MULTIPLE_CHOICE = "multiple_choice"
+
+
+def classifier(config, outputs: int, *, rngs: nnx.Rngs) -> nnx.Module:
+    """A task's output layer: hidden state -> `outputs` logits."""
+    return layers.linear(config, config.hidden_size, outputs, ("embed", None), rngs=rngs)
+
+
+def square_dense(config, *, rngs: nnx.Rngs) -> nnx.Module:
+    """A hidden -> hidden dense layer (RoBERTa's classification `dense`, DistilBERT's `pre_classifier`)."""
+    return layers.linear(config, config.hidden_size, config.hidden_size, ("embed", "hidden"), rngs=rngs)
+
+
+class TaskModel(nnx.Module):
+    """An encoder with one fine-tuning head. Subclasses build the encoder under `encoder_name` (Hugging Face's base
+    model prefix: `bert`, `roberta`, `distilbert`) and the head's layers, and define `head(outputs, deterministic,
+    rngs) -> dict` (`logits`, or `start_logits` and `end_logits`).
+
+    Multiple-choice models (`choices = True`) take inputs of shape [B, C, S], run the encoder on the B*C sequences
+    and return `logits` [B, C], one score per choice, as transformers does.
+    """
+
+    encoder_name: str
+    choices: bool = False
+
+    def __call__(self, input_ids, input_mask, segment_ids=None, *, deterministic: bool = True,
+                 rngs: nnx.Rngs | None = None, output_hidden_states: bool = False):
+        leading = input_ids.shape[:-1]
+        if segment_ids is None:
+            segment_ids = jnp.zeros_like(input_ids)
+        if self.choices:  # [B, C, S] -> [B*C, S]
+            input_ids, input_mask, segment_ids = (x.reshape(-1, x.shape[-1])
+                                                  for x in (input_ids, input_mask, segment_ids))
+        outputs = getattr(self, self.encoder_name)(input_ids, input_mask, segment_ids, deterministic=deterministic,
+                                                   rngs=rngs, output_hidden_states=output_hidden_states)
+        outputs.update(self.head(outputs, deterministic=deterministic, rngs=rngs))
+        if self.choices:
+            outputs["logits"] = outputs["logits"].reshape(leading)
+        return outputs
+
+
+class TokenClassificationModel(TaskModel):
+    """Dropout and `classifier` at every token: `logits` [B, S, num_labels]. Subclasses build the encoder and call
+    `_add_head` with their architecture's dropout rate."""
+
+    def _add_head(self, config, dropout_rate: float, *, rngs: nnx.Rngs) -> None:
+        self.dropout = layers.dropout(config, dropout_rate)
+        self.classifier = classifier(config, config.num_labels, rngs=rngs)
+
+    def head(self, outputs, *, deterministic, rngs):
+        x_BxSxD = self.dropout(outputs["sequence_output"], deterministic=deterministic, rngs=rngs)
+        return {"logits": self.classifier(x_BxSxD)}
+
+
+class QuestionAnsweringModel(TaskModel):
+    """Dropout (none in BERT and RoBERTa) and `qa_outputs` at every token: the answer's start and end scores,
+    `start_logits` and `end_logits` [B, S]. transformers sizes `qa_outputs` by `num_labels`, which must be 2."""
+
+    def _add_head(self, config, dropout_rate: float, *, rngs: nnx.Rngs) -> None:
+        if config.num_labels != 2:
+            raise ValueError(f"a question-answering head has 2 outputs (answer start and end) but num_labels is "
+                             f"{config.num_labels}; set num_labels=2")
+        self.dropout = layers.dropout(config, dropout_rate)
+        self.qa_outputs = classifier(config, 2, rngs=rngs)
+
+    def head(self, outputs, *, deterministic, rngs):
+        x_BxSxD = self.dropout(outputs["sequence_output"], deterministic=deterministic, rngs=rngs)
+        logits_BxSx2 = self.qa_outputs(x_BxSxD)
+        return {"start_logits": logits_BxSx2[..., 0], "end_logits": logits_BxSx2[..., 1]}

@@ -13,6 +13,7 @@ OBJECTIVES = {
     "mlm_nsp": ("bert_jax.objectives.pretraining", "MaskedLMAndNextSentence"),  # BERT: masked LM + next sentence
     "mlm": ("bert_jax.objectives.mlm", "MaskedLM"),  # masked LM alone (RoBERTa, DistilBERT)
     "distillation": ("bert_jax.objectives.distillation", "Distillation"),  # a student against a frozen teacher
+    "classification": ("bert_jax.objectives.classification", "SequenceClassification"),  # fine-tuning (GLUE, tables)
 }
 # What a run whose saved config predates `config.objective` was trained with.
 DEFAULT = "mlm_nsp"

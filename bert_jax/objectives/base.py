@@ -33,6 +33,15 @@ class FrozenSpec:
     description: str  # where it comes from, for logs and errors
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskExamples:
+    """The encoded examples of an objective that reads a task's labelled data rather than a built pre-training
+    dataset (fine-tuning): host arrays of the batch contract's fields, [N, ...] each."""
+
+    train: dict[str, np.ndarray]
+    eval_splits: dict[str, dict[str, np.ndarray]]  # split name -> fields; the first split is the primary one
+
+
 class Objective(abc.ABC):
     """A training objective. Subclasses set `name`, `heads` and `train_metrics` and implement the methods."""
 
@@ -86,6 +95,33 @@ class Objective(abc.ABC):
     def check_data(self, data_dir: str, vocab_size: int) -> None:
         """Raises `InputError` when the built dataset in `data_dir` cannot serve this objective beyond what the
         trainer checks for every objective (a distillation teacher's vocabulary must be the data's)."""
+
+    # The eval summary whose largest value marks the best parameters so far (kept in WORKDIR/best), or None.
+    best_metric: str | None = None
+
+    def initial_params(self, make_model, seed: int):
+        """The initial parameters (host arrays, the nnx.State of `make_model`'s nnx.Param) when the objective starts
+        from a trained model (fine-tuning: a pre-trained encoder and a fresh head from `seed`), else None: a fresh
+        initialisation."""
+        return None
+
+    def task_examples(self) -> TaskExamples | None:
+        """The objective's own examples (a fine-tuning task's), or None: the run reads the built dataset."""
+        return None
+
+    def predictions(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The per-example outputs evaluation keeps for `eval_metrics` (e.g. logits); none by default."""
+        return {}
+
+    def eval_metrics(self, split: str, predictions: Mapping[str, np.ndarray],
+                     fields: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Metrics of a whole eval split that are not sums (F1, correlations), from `predictions` of its examples
+        and their batch fields; none by default."""
+        return {}
+
+    def export_labels(self) -> tuple[str, ...] | None:
+        """Label names for a Hugging Face export's `id2label` (a model with a task head), or None."""
+        return None
 
     def field_names(self) -> tuple[str, ...]:
         """The batch contract's field names (they do not depend on the shape)."""

@@ -107,6 +107,33 @@ def _check_fits(run_setup, vocab: VocabInfo) -> None:
                          "(--example_kind full_sentences)")
 
 
+class BuiltData:
+    """The run's data when it is a built pre-training dataset (`config.data.dir`): the default."""
+
+    def __init__(self, run_setup) -> None:
+        self.run_setup = run_setup
+
+    def ensure(self, plan: list[Phase]) -> None:
+        ensure_data(self.run_setup, plan)
+
+    def train_iterator(self, phase: Phase):
+        return train_iterator(self.run_setup.config, phase)
+
+    def evaluate(self, phase: Phase, params) -> dict[str, Any]:
+        return evaluate(self.run_setup, phase, params)
+
+
+def run_data(run_setup):
+    """The run's data: the objective's own examples where it has them (`Objective.task_examples`, fine-tuning),
+    else the built dataset. Either has `ensure(plan)`, `train_iterator(phase)` and `evaluate(phase, params)`."""
+    examples = run_setup.objective.task_examples()
+    if examples is None:
+        return BuiltData(run_setup)
+    from bert_jax.training.task_inputs import TaskInputs
+
+    return TaskInputs(run_setup, examples)
+
+
 def seed32(config) -> int:
     return int(config.seed) % 2**32
 

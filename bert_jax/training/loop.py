@@ -23,6 +23,7 @@ import numpy as np
 
 from bert_jax.errors import TrainingError
 from bert_jax.training import checkpointing, flops, inputs, integrity, metrics, resume, setup as setup_lib
+from bert_jax.training.best import BestParams
 from bert_jax.training.phases import Phase, phase_at, phase_plan
 from bert_jax.training.workdir import WorkdirLock
 
@@ -81,6 +82,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
     lock = WorkdirLock(workdir).acquire() if is_chief else None
     try:
         return _run(config, workdir, run_setup, plan, is_chief, lock)
+    except Exception as error:  # noqa: BLE001 - a write (ours or orbax's) that lost the race with the deletion
+        if lock is not None and lock.deleted():  # `check_present` looks for every step
+            raise lock.deleted_error() from error
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -92,10 +97,12 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
     manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
     writer = metrics.MetricsWriter(workdir, total_steps=config.train_steps, enabled=is_chief,
                                    train_metrics=run_setup.objective.train_metrics)
-    inputs.ensure_data(run_setup, plan)
+    data = inputs.run_data(run_setup)
+    data.ensure(plan)
 
     # State: the newest checkpoint that verifies, else fresh.
-    state, step, phase, iterator = resume.start(run_setup, manager, plan, _frozen_fingerprint(run_setup))
+    state, step, phase, iterator = resume.start(run_setup, manager, plan, _frozen_fingerprint(run_setup),
+                                                data.train_iterator)
     if step:
         writer.truncate_after(step)
     if step >= config.train_steps:
@@ -107,6 +114,7 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
     watch = checkpointing.PreemptionWatch()
     interval = metrics.IntervalMetrics(run_setup.objective)
     profiler = Profiler(config, workdir)
+    best = BestParams(run_setup, workdir, is_chief)
     last_eval = None
     try:
         compiled = _compile(run_setup, phase)
@@ -138,8 +146,9 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
                 interval_start, interval_first_step = time.perf_counter(), step
 
             if step % config.eval_every == 0 or step == phase.end:
-                last_eval = inputs.evaluate(run_setup, phase, state.params)
+                last_eval = data.evaluate(phase, state.params)
                 writer.write(step, last_eval)
+                best.offer(step, last_eval, state.params)
                 interval_start, interval_first_step = time.perf_counter(), step
 
             boundary = step == phase.end and step < config.train_steps
@@ -147,7 +156,7 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
                 phase = phase_at(plan, step)
                 log.info("phase %d from step %d: sequence length %d, %d predictions", phase.index, step,
                          phase.max_seq_length, phase.max_predictions)
-                iterator = inputs.train_iterator(config, phase)
+                iterator = data.train_iterator(phase)
                 compiled = _compile(run_setup, phase)
                 interval_start, interval_first_step = time.perf_counter(), step
 
@@ -272,5 +281,5 @@ def _export(config, workdir: str, run_setup: setup_lib.Setup, params, is_chief: 
                             f"checkpoint with python -m bert_jax.export --workdir {workdir} --step N")
     if is_chief:
         hf.export_to(run_setup.graphdef, host_params, workdir, vocab_file=config.data.vocab_file,
-                     lowercase=config.data.lowercase)
+                     lowercase=config.data.lowercase, labels=run_setup.objective.export_labels())
     inputs.sync("exported")

@@ -21,13 +21,14 @@ from bert_jax.training.phases import phase_at
 log = logging.getLogger("bert_jax")
 
 
-def start(run_setup, manager, plan, frozen_fingerprint: str):
-    """-> (state, step, phase, train iterator) for the newest usable checkpoint, or a fresh state at step 0."""
+def start(run_setup, manager, plan, frozen_fingerprint: str, train_iterator):
+    """-> (state, step, phase, train iterator) for the newest usable checkpoint, or a fresh state at step 0.
+    `train_iterator(phase)` makes a phase's (checkpointable) iterator of the run's data."""
     config = run_setup.config
     problems = []
     for step in sorted(manager.all_steps(), reverse=True):
         phase = phase_at(plan, step) or plan[-1]
-        iterator = inputs.train_iterator(config, phase)
+        iterator = train_iterator(phase)
         where = f"checkpoint {manager.directory / str(step)}"
         try:
             try:
@@ -58,7 +59,7 @@ def start(run_setup, manager, plan, frozen_fingerprint: str):
         raise CheckpointError(f"no usable checkpoint in {manager.directory}: " + "; ".join(problems)
                               + ". The damaged ones were set aside as STEP.damaged-N; remove them to start afresh")
     phase = phase_at(plan, 0)
-    return run_setup.init_state(), 0, phase, inputs.train_iterator(config, phase)
+    return run_setup.init_state(), 0, phase, train_iterator(phase)
 
 
 def _set_aside(manager, step: int) -> None:

@@ -59,8 +59,12 @@ class Setup:
     def init_state(self) -> state.TrainState:
         """A fresh state from `config.seed`, created directly on its shardings (from the frozen model's parameters
         where the objective initialises from them)."""
+        initial = self.objective.initial_params(self.make_model, self.config.seed)
+        if initial is not None:
+            _check_same_tree(self.abstract_state.params, initial, "the tree of initial (pre-trained) parameters")
         return state.init_state(self.make_model, self.optimizer, self.shardings, self.config.seed,
-                                init_params=self.objective.init_params, frozen_params=self.frozen_params)
+                                init_params=self.objective.init_params, frozen_params=self.frozen_params,
+                                initial_params=initial)
 
     def batch_shape(self, seq_len: int, max_predictions: int) -> BatchShape:
         return BatchShape(self.config.batch_size, seq_len, max_predictions)
@@ -108,12 +112,16 @@ def place_frozen(spec, mesh: Mesh, rules, materialize: bool = True) -> Frozen:
                               abstract_params, shardings)
         return Frozen(graphdef, params, shardings, "", spec.description)
     host_params = spec.load_params()
+    _check_same_tree(abstract_params, host_params, f"the frozen model from {spec.description}")
+    params = jax.jit(lambda tree: tree, out_shardings=shardings)(host_params)
+    return Frozen(graphdef, params, shardings, fingerprint(host_params), spec.description)
+
+
+def _check_same_tree(abstract_params, host_params, what: str) -> None:
     shapes = [(leaf.shape, np.dtype(leaf.dtype)) for leaf in jax.tree.leaves(abstract_params)]
     loaded = [(np.shape(leaf), np.asarray(leaf).dtype) for leaf in jax.tree.leaves(host_params)]
     if jax.tree.structure(abstract_params) != jax.tree.structure(host_params) or shapes != loaded:
-        raise ConfigError(f"the frozen model from {spec.description} does not match its own config's shapes")
-    params = jax.jit(lambda tree: tree, out_shardings=shardings)(host_params)
-    return Frozen(graphdef, params, shardings, fingerprint(host_params), spec.description)
+        raise ConfigError(f"{what} does not match its own config's shapes")
 
 
 def check_batch_divides(config, mesh: Mesh, rules) -> None:

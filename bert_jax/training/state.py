@@ -48,13 +48,17 @@ def abstract_sharded_state(make_model: Callable, optimizer, mesh: Mesh, seed: in
 
 
 def init_state(make_model: Callable, optimizer, shardings, seed: int, init_params: Callable | None = None,
-               frozen_params=None) -> TrainState:
+               frozen_params=None, initial_params=None) -> TrainState:
     """A fresh train state created directly in its sharded layout (`shardings` from `abstract_sharded_state`).
     `init_params(params, frozen_params)`, when given, makes the initial parameters from the fresh ones and a frozen
-    model's (a student from its teacher), inside the same jitted init."""
+    model's (a student from its teacher), inside the same jitted init. `initial_params` (host arrays of the same
+    tree: a pre-trained model's) replace the fresh parameters."""
 
-    def create(frozen_params):
-        _, params = nnx.split(make_model(nnx.Rngs(seed)), nnx.Param)
+    def create(frozen_params, initial_params):
+        if initial_params is not None:
+            params = jax.tree.map(lambda x: x, initial_params)
+        else:
+            _, params = nnx.split(make_model(nnx.Rngs(seed)), nnx.Param)
         if init_params is not None:
             params = init_params(params, frozen_params)
         return TrainState(
@@ -64,7 +68,7 @@ def init_state(make_model: Callable, optimizer, shardings, seed: int, init_param
             nonfinite_streak=jnp.zeros((), jnp.int32),
         )
 
-    return jax.jit(create, out_shardings=shardings)(frozen_params)
+    return jax.jit(create, out_shardings=shardings)(frozen_params, initial_params)
 
 
 def init_sharded_state(make_model: Callable, optimizer, mesh: Mesh, seed: int, rules=DEFAULT_RULES):

@@ -31,12 +31,18 @@ CORE_METRICS = ("loss", "grad_norm", "learning_rate", "nonfinite", "nonfinite_st
 EVAL_EXAMPLES = "eval_examples"
 
 
-def _sums(objective, graphdef, params, batch, frozen, *, deterministic, dropout_key=None):
-    """`frozen`: (graphdef, params) of the frozen model (a teacher), which no gradient reaches, or None."""
+def _forward(objective, graphdef, params, batch, frozen, *, deterministic, dropout_key=None):
+    """The model's outputs. `frozen`: (graphdef, params) of the frozen model (a teacher), which no gradient
+    reaches, or None."""
     model = nnx.merge(graphdef, params)
     rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
     frozen_model = None if frozen is None else nnx.merge(frozen[0], jax.lax.stop_gradient(frozen[1]))
-    outputs = objective.forward(model, batch, deterministic=deterministic, rngs=rngs, frozen=frozen_model)
+    return objective.forward(model, batch, deterministic=deterministic, rngs=rngs, frozen=frozen_model)
+
+
+def _sums(objective, graphdef, params, batch, frozen, *, deterministic, dropout_key=None):
+    outputs = _forward(objective, graphdef, params, batch, frozen, deterministic=deterministic,
+                       dropout_key=dropout_key)
     return objective.sums(outputs, batch)
 
 
@@ -135,6 +141,17 @@ def eval_step(params, batch: dict[str, jax.Array], frozen_params=None, *, graphd
     return dict(sums, **{EVAL_EXAMPLES: jnp.sum(weights.astype(jnp.float32))})
 
 
+def predict_step(params, batch: dict[str, jax.Array], frozen_params=None, *, graphdef, objective,
+                 frozen_graphdef=None) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """The eval step's sums and the objective's per-example predictions (`Objective.predictions`), for metrics of a
+    whole split that are not sums (F1, correlations)."""
+    outputs = _forward(objective, graphdef, params, batch, _frozen(frozen_graphdef, frozen_params), deterministic=True)
+    first = next(iter(batch.values()))
+    weights = batch.get("example_weights", jnp.ones(first.shape[:1], jnp.float32))
+    sums = dict(objective.sums(outputs, batch), **{EVAL_EXAMPLES: jnp.sum(weights.astype(jnp.float32))})
+    return sums, objective.predictions(outputs)
+
+
 def _frozen_in(frozen_shardings) -> tuple:
     return () if frozen_shardings is None else (frozen_shardings,)
 
@@ -158,9 +175,11 @@ def jit_train_step(*, graphdef, objective, optimizer, schedule, seed: int, grad_
 
 
 def jit_eval_step(*, graphdef, objective, param_shardings, mesh, rules=DEFAULT_RULES, frozen_graphdef=None,
-                  frozen_shardings=None):
+                  frozen_shardings=None, step=eval_step):
+    """The eval step (or `step=predict_step`) jitted with the parameters' shardings, the batch split over the data
+    axes and the outputs replicated (every host reads all of them)."""
     return jax.jit(
-        functools.partial(eval_step, graphdef=graphdef, objective=objective, frozen_graphdef=frozen_graphdef),
+        functools.partial(step, graphdef=graphdef, objective=objective, frozen_graphdef=frozen_graphdef),
         in_shardings=(param_shardings, sharding.batch_shardings(mesh, rules), *_frozen_in(frozen_shardings)),
         out_shardings=sharding.replicated(mesh),
     )

@@ -48,12 +48,19 @@ class WorkdirLock:
         self._file = handle
         return self
 
+    def deleted(self) -> bool:
+        """Whether the workdir was deleted under the run: the lock file it holds open has no name left."""
+        return self._file is not None and os.fstat(self._file.fileno()).st_nlink == 0
+
     def check_present(self) -> None:
-        """Stops the run if its workdir was deleted under it (the lock file it holds open has no name left): writing
-        on would recreate a workdir holding checkpoints without their history, or fail in orbax's writer threads."""
-        if self._file is not None and os.fstat(self._file.fileno()).st_nlink == 0:
-            raise TrainingError(f"the workdir {self.workdir} was deleted while the run was going; stopped before "
-                                "writing into it again. Its checkpoints are gone: start the run again")
+        """Stops the run if its workdir was deleted under it: writing on would recreate a workdir holding
+        checkpoints without their history, or fail in orbax's writer threads."""
+        if self.deleted():
+            raise self.deleted_error()
+
+    def deleted_error(self) -> TrainingError:
+        return TrainingError(f"the workdir {self.workdir} was deleted while the run was going; stopped before "
+                             "writing into it again. Its checkpoints are gone: start the run again")
 
     def release(self) -> None:
         if self._file is not None:

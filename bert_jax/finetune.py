@@ -1,0 +1,54 @@
+"""CLI: fine-tune a pre-trained encoder with a classification head on a GLUE task or a table.
+
+    python -m bert_jax.finetune --model SOURCE --task TASK --data PATH --workdir DIR [--config.FIELD=VALUE ...]
+
+SOURCE is a Hugging Face directory (config.json, safetensors, vocab.txt or tokenizer.json) or one of our training
+workdirs; TASK a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli; GLUE's folder as --data) or `table`
+(--data a directory of train/dev CSV, TSV, JSONL or Parquet files; --config.finetune.text_a/text_b/label_column).
+The run is the trainer's (mesh, checkpoints with exact resume, preemption, logging) with the `classification`
+objective: evaluation every epoch, the best parameters by the task's metric exported to WORKDIR/best, the last to
+WORKDIR/export. Running the same command again resumes. Exit status as `python -m bert_jax.train`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from bert_jax import train
+
+PROG = "python -m bert_jax.finetune"
+
+
+def _flags(parser) -> None:
+    parser.add_argument("--model", required=True, help="the pre-trained encoder: a Hugging Face directory or a "
+                        "training --workdir")
+    parser.add_argument("--task", required=True, help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli or table")
+    parser.add_argument("--data", required=True, help="the task's data folder (GLUE's glue_data/<TASK>)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return train.run_command(PROG, _run, list(sys.argv[1:] if argv is None else argv))
+
+
+def _run(argv: list[str]) -> int:
+    args, overrides = train.parse_args(
+        argv, prog=PROG, default_config="configs/finetune.py", extra=_flags,
+        description="Fine-tune a pre-trained encoder with a classification head: the trainer with the "
+        "classification objective. Any --config.FIELD=VALUE argument overrides a config field (e.g. "
+        "--config.optimizer.learning_rate=3e-5 --config.finetune.epochs=2).")
+    overrides += [f"finetune.model={args.model}", f"finetune.task={args.task}", f"finetune.data={args.data}"]
+    train.prepare(args)
+    from bert_jax.configuration import load_config
+    from bert_jax.objectives.classification import prepare_config
+    from bert_jax.training import loop
+
+    config = prepare_config(load_config(args.config, overrides))
+    result = loop.run(config, args.workdir)
+    logging.info("%s at step %d; workdir %s; last eval %s", result.status, result.step, args.workdir,
+                 result.last_eval)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
