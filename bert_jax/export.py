@@ -4,6 +4,7 @@
     python -m bert_jax.export --init hf:SOME_HF_DIR --output DIR      # re-export / convert an HF checkpoint
     python -m bert_jax.export --workdir RUN [--step N] --output DIR   # a training run's latest (or given) checkpoint
     python -m bert_jax.export --model HF_DIR --format onnx --task fill-mask --output DIR   # model.onnx (onnx extra)
+    python -m bert_jax.export --model WORKDIR/best --format onnx --task text-classification --output DIR
 
 The output loads with `transformers.BertForPreTraining.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`.
 Export writes only its own files inside DIR and refuses a non-empty DIR unless --force.
@@ -78,8 +79,9 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors",
                         help="safetensors (default): an HF directory; onnx: model.onnx for --task, validated in ONNX "
                         "Runtime (the onnx extra; see docs/onnx.md)")
-    parser.add_argument("--task", default=None, help="with --format onnx: fill-mask (default) or feature-extraction "
-                        "(the fine-tuning tasks come with their heads)")
+    parser.add_argument("--task", default=None, help="with --format onnx: fill-mask (default), feature-extraction, "
+                        "or, for a model with its fine-tuning head (e.g. a fine-tuning run's WORKDIR/best), "
+                        "text-classification, token-classification, question-answering or multiple-choice")
     parser.add_argument("--force", action="store_true", help="overwrite the export files in a non-empty --output")
     parser.add_argument("--allow_missing", action="store_true",
                         help="with --init hf:DIR (or --model DIR): export even if DIR lacks encoder weights "
@@ -92,7 +94,7 @@ def _run(argv: list[str]) -> int:
         onnx_export = _onnx_exporter(args.task)  # the extra and the task are checked before a model loads
     elif args.task is not None:
         parser.error("--task needs --format onnx")
-    missing_heads = ()
+    missing_heads, labels = (), []
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on read-only checkpoint directories
     if args.allow_missing and (args.workdir is not None or not args.init.startswith("hf:")):
         parser.error("--allow_missing applies to --init hf:DIR only")
@@ -111,7 +113,11 @@ def _run(argv: list[str]) -> int:
         if not args.init[3:]:
             parser.error("--init hf:DIR needs the directory, e.g. --init hf:path/to/model")
         source = Path(args.init[3:])
-        model, report = hf.load_pretrained(source, allow_missing=args.allow_missing)
+        if args.format == "onnx":  # the task's model: its fine-tuning head for the fine-tuning tasks
+            model, report = onnx_export.load_pretrained(source, args.task, allow_missing=args.allow_missing)
+            labels = hf.label_names(source) if (source / "config.json").is_file() else []
+        else:
+            model, report = hf.load_pretrained(source, allow_missing=args.allow_missing)
         print(report.summary(), file=sys.stderr)
         missing_heads = report.missing_heads
         vocab = args.vocab or next((source / name for name in ("vocab.txt", "tokenizer.json")
@@ -123,7 +129,7 @@ def _run(argv: list[str]) -> int:
     options = {"lowercase": lowercase} if args.workdir is not None else {}
     if args.format == "onnx":
         written, _ = onnx_export.export_onnx(model, args.output, task=args.task, vocab_file=vocab, force=args.force,
-                                             missing_heads=missing_heads, **options)
+                                             missing_heads=missing_heads, labels=labels or None, **options)
     else:
         written = hf.export_pretrained(model, args.output, vocab_file=vocab, force=args.force, **options)
     print(f"exported {', '.join(p.name for p in written)} to {Path(args.output).resolve()}")

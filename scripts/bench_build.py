@@ -7,7 +7,7 @@ through google-research/bert's `create_pretraining_data.py` in the same run.
 The corpus is generated here (BERT-format text: one sentence per line, blank lines between documents; words drawn
 from the vocab with a Zipf law, so WordPiece sees whole words, pieces and some unknowns). Each run is a separate
 process, timed from start to exit (imports and all), with its peak RSS summed over the process and its children,
-sampled every 50 ms with psutil.
+sampled every 50 ms with psutil (the `bench` extra: pip install ".[bench]").
 
 The original needs TensorFlow, which must never be a dependency of bert_jax: give `--original_python`, the python
 of a separate virtualenv with tensorflow (and six) installed, and `--original_dir`, a checkout of the original's

@@ -3,6 +3,8 @@
     python scripts/bench_loader.py                      # length 128, batch 256, worker_count 0 and 1
     python scripts/bench_loader.py --whole_word --seconds 20
 
+Needs psutil, the `bench` extra (pip install ".[bench]").
+
 Writes a synthetic dataset in the builder's layout to a temporary directory (BERT-sized vocab, 90% of examples
 at the full length, 10% short as with short_seq_prob=0.1), then times the loader after a warm-up. Prints a
 Markdown block (command, machine, versions, date, results) for docs/bench_loader.md.

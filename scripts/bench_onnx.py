@@ -1,10 +1,13 @@
 """The ONNX export's accuracy and speed, measured with public tools only (ONNX Runtime, transformers, JAX).
 
     python scripts/bench_onnx.py --trained DIR --heldout FILE [--minilm DIR] [--out WORKDIR] [--speed_runs 3]
+    python scripts/bench_onnx.py --classification DIR --dev dev.tsv [--max_length 128] [--out WORKDIR]
 
 1. Accuracy of the variants (docs/onnx.md): fill-mask top-1 agreement with the fp32 export of a trained model (an HF
    directory with an MLM head, e.g. the tiny demo's export) at one masked word-piece per held-out sentence; and, for the
-   real MiniLM-L6 encoder, the cosine between fp32 and variant mean-pooled sentence embeddings.
+   real MiniLM-L6 encoder, the cosine between fp32 and variant mean-pooled sentence embeddings. With
+   --classification: the dev-set accuracy of a text-classification model's fp32 export and variants (and their
+   agreement with fp32's predictions).
 2. Speed (docs/benchmarks.md) of a BERT-base-sized fill-mask model (random weights, 110M parameters, vocab 30522):
    latency at batch 1 x 128 and throughput at batch 32 x 128 for ONNX Runtime fp32 / optimised / int8, transformers
    PyTorch eager on the same weights, and our JAX model under jit. Logits for every position, in every backend.
@@ -58,6 +61,19 @@ def padded(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
+def variant_predictions(model_dir: Path, rows: list[list[int]], pad_id: int, predict, batch: int = 32) -> dict:
+    """{variant: predictions} over `rows` in padded batches; `predict(logits, start)` -> the batch's predictions."""
+    predictions = {}
+    for name, file in FILES.items():
+        encoder = OnnxEncoder.from_directory(model_dir, file)
+        predicted = []
+        for start in range(0, len(rows), batch):
+            ids, mask = padded(rows[start : start + batch], pad_id)
+            predicted += predict(encoder(ids, mask)["logits"], start)
+        predictions[name] = np.array(predicted)
+    return predictions
+
+
 def fill_mask_agreement(model_dir: Path, heldout: Path, limit: int, seed: int = 0) -> dict:
     """Top-1 agreement of each variant with fp32 (and each one's accuracy on the hidden word-piece), one masked
     non-special position per held-out sentence."""
@@ -77,19 +93,30 @@ def fill_mask_agreement(model_dir: Path, heldout: Path, limit: int, seed: int = 
         ids[position] = mask_id
         rows.append(ids)
         positions.append(position)
-    predictions = {}
-    for name, file in FILES.items():
-        encoder = OnnxEncoder.from_directory(model_dir, file)
-        top1 = []
-        for start in range(0, len(rows), 32):
-            ids, mask = padded(rows[start : start + 32], pad_id)
-            logits = encoder(ids, mask)["logits"]
-            top1 += [int(logits[i, p].argmax()) for i, p in enumerate(positions[start : start + 32])]
-        predictions[name] = np.array(top1)
+    predictions = variant_predictions(model_dir, rows, pad_id, lambda logits, start: [
+        int(logits[i, p].argmax()) for i, p in enumerate(positions[start : start + len(logits)])])
     truth = np.array(truth)
     return {"sentences": len(rows), **{
         name: {"top1_agreement_with_fp32": float(np.mean(top1 == predictions["fp32"])),
                "top1_accuracy": float(np.mean(top1 == truth))} for name, top1 in predictions.items()}}
+
+
+def classification_accuracy(model_dir: Path, dev: Path, max_length: int) -> dict:
+    """Dev-set accuracy of each variant of a text-classification export, and its agreement with fp32's predictions:
+    a GLUE single-sentence TSV (a header, then `sentence<TAB>label`, e.g. SST-2's dev.tsv), each sentence encoded as
+    [CLS] sentence [SEP], truncated to `max_length` tokens."""
+    tokenizer, _, specials = load_model_tokenizer(model_dir)
+    tokenizer.enable_truncation(max_length)
+    pad_id = tokenizer.token_to_id(specials["pad"])
+    lines = dev.read_text(encoding="utf-8").splitlines()[1:]
+    examples = [line.rsplit("\t", 1) for line in lines if line.strip()]
+    rows = [tokenizer.encode(sentence.strip()).ids for sentence, _ in examples]
+    truth = np.array([int(label) for _, label in examples])
+    predictions = variant_predictions(model_dir, rows, pad_id, lambda logits, start: list(logits.argmax(-1)))
+    return {"examples": len(rows), "max_length": max_length, **{
+        name: {"accuracy": float(np.mean(predicted == truth)),
+               "agreement_with_fp32": float(np.mean(predicted == predictions["fp32"]))}
+        for name, predicted in predictions.items()}}
 
 
 def embedding_cosines(model_dir: Path, heldout: Path, limit: int) -> dict:
@@ -204,10 +231,24 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_onnx"), help="scratch directory for the exports")
     parser.add_argument("--sentences", type=int, default=2000, help="held-out sentences used (default %(default)s)")
     parser.add_argument("--speed_runs", type=int, default=3, help="timed calls per backend and shape (median)")
+    parser.add_argument("--classification", type=Path, default=None,
+                        help="only measure the dev accuracy of this text-classification model (an HF directory with "
+                        "a sequence-classification head and its tokenizer, e.g. a fine-tuning run's WORKDIR/best)")
+    parser.add_argument("--dev", type=Path, help="with --classification: the dev TSV (sentence, label)")
+    parser.add_argument("--max_length", type=int, default=128, help="with --classification: tokens per sentence")
     parser.add_argument("--skip_speed", action="store_true")
     parser.add_argument("--speed_only", action="store_true", help="skip the accuracy measurements")
     args = parser.parse_args()
     report = {"versions": versions(), "date": time.strftime("%Y-%m-%d")}
+    if args.classification is not None:
+        if args.dev is None:
+            parser.error("--classification needs --dev TSV")
+        out = args.out / "classification_onnx"
+        report["classification_export_seconds"] = export_with_variants(args.classification, out,
+                                                                       "text-classification")
+        report["classification"] = classification_accuracy(out, args.dev, args.max_length)
+        print(json.dumps(report, indent=2))
+        return 0
     if args.trained is not None and not args.speed_only:
         out = args.out / "trained_onnx"
         report["trained_export_seconds"] = export_with_variants(args.trained, out, "fill-mask")

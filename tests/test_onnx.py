@@ -233,8 +233,9 @@ def test_bad_exports_are_clear_errors(export_of, minilm_dir, tmp_path, capsys):
 
     onnx_to = ["--format", "onnx", "--output", str(tmp_path / "o")]
     err = fails(["--model", str(source), "--task", "question-answering", *onnx_to])
-    assert "heads come with fine-tuning" in err and "fill-mask, feature-extraction" in err
-    assert "fill-mask, feature-extraction" in fails(["--model", str(source), "--task", "translation", *onnx_to])
+    assert "no trained question-answering head, which --task question-answering needs" in err
+    assert "fill-mask, feature-extraction, text-classification" in fails(
+        ["--model", str(source), "--task", "translation", *onnx_to])
     with pytest.raises(SystemExit):  # a usage error, from argparse
         export.main(["--model", str(source), "--task", "fill-mask", "--output", str(tmp_path / "x")])
     assert "--task needs --format onnx" in capsys.readouterr().err
@@ -289,3 +290,99 @@ def test_optimized_variant_stays_within_tolerance_and_int8_is_quantized(export_o
     assert max_abs_diff(optimized[real], fp32[real]) <= TOLERANCE
     int8 = OnnxEncoder.from_directory(variants, "model_quantized.onnx")(ids, mask, types)["logits"]
     assert np.mean(int8[real].argmax(-1) == fp32[real].argmax(-1)) >= 0.9
+
+
+# ------------------------------------------------------------------------------------------- fine-tuning heads
+
+AUTO_CLASSES = {"text-classification": "SequenceClassification", "token-classification": "TokenClassification",
+                "question-answering": "QuestionAnswering", "multiple-choice": "MultipleChoice"}
+TASK_OUTPUTS = {"question-answering": ["start_logits", "end_logits"]}  # the others: logits
+LABELS = ["negative", "neutral", "positive"]
+
+
+def _task_model(arch: str, task: str) -> torch.nn.Module:
+    """A random transformers model of `arch` with `task`'s head (3 labels, named; QA's 2), from the MLM models'
+    configs."""
+    config = ARCHITECTURES[arch][0]().config
+    labels = ["start", "end"] if task == "question-answering" else LABELS
+    config.id2label, config.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
+    config.problem_type = "single_label_classification" if task == "text-classification" else None
+    auto = getattr(transformers, f"AutoModelFor{AUTO_CLASSES[task]}")
+    return random_weights(auto.from_config(config), seed=1)
+
+
+@pytest.fixture(scope="module")
+def task_export_of(tmp_path_factory):
+    """(arch, task) -> (transformers task model, its save_pretrained directory, the CLI's ONNX export of it)."""
+    made = {}
+
+    def make(arch: str, task: str):
+        if (arch, task) not in made:
+            model = _task_model(arch, task)
+            source = tmp_path_factory.mktemp(f"{arch}_{task}_hf")
+            model.save_pretrained(source)
+            for path in (REPO / "data/sample" / ARCHITECTURES[arch][1]).iterdir():
+                shutil.copy(path, source / path.name)
+            out = tmp_path_factory.mktemp(f"{arch}_{task}_onnx")
+            assert export.main(["--model", str(source), "--format", "onnx", "--task", task, "--output", str(out)]) == 0
+            made[arch, task] = model, source, out
+        return made[arch, task]
+
+    return make
+
+
+# Every task for BERT; text classification and one more for RoBERTa (its own classification head, BERT's pooled
+# multiple-choice head) and DistilBERT (pre_classifier; question answering).
+TASK_CASES = [("bert", task) for task in AUTO_CLASSES] + [
+    ("roberta", "text-classification"), ("roberta", "multiple-choice"),
+    ("distilbert", "text-classification"), ("distilbert", "question-answering")]
+
+
+@pytest.mark.parametrize("arch,task", TASK_CASES)
+def test_task_outputs_equal_transformers_with_optimums_names_and_axes(arch, task, task_export_of):
+    torch_model, _, out = task_export_of(arch, task)
+    pad, input_names = ARCHITECTURES[arch][2], ARCHITECTURES[arch][3]
+    choices = task == "multiple-choice"
+    graph = onnx.load(out / "model.onnx")
+    axes = ["batch_size", "num_choices", "sequence_length"] if choices else ["batch_size", "sequence_length"]
+    assert [i.name for i in graph.graph.input] == input_names
+    for value in graph.graph.input:
+        assert [d.dim_param for d in value.type.tensor_type.shape.dim] == axes
+    output_axes = {"text-classification": ["batch_size", 3],
+                   "token-classification": ["batch_size", "sequence_length", 3],
+                   "question-answering": ["batch_size", "sequence_length"],
+                   "multiple-choice": ["batch_size", "num_choices"]}[task]
+    names = TASK_OUTPUTS.get(task, ["logits"])
+    assert [o.name for o in graph.graph.output] == names
+    for value in graph.graph.output:
+        assert [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim] == output_axes
+    config = json.loads((out / "config.json").read_text())  # the labels and problem type travel with the model
+    assert config["architectures"] == [type(torch_model).__name__]
+    assert config["id2label"] == {str(i): name for i, name in torch_model.config.id2label.items()}
+    assert config["label2id"] == torch_model.config.label2id
+    assert config.get("problem_type") == torch_model.config.problem_type
+    encoder = OnnxEncoder.from_directory(out)
+    for batch, length in ((1, 5), (3, 23), (2, 64)):
+        ids, mask, types = padded_ids(pad, batch, length, seed=batch)
+        types = types if arch == "bert" else np.zeros_like(ids)
+        if choices:  # [B, 2, S]
+            ids, mask, types = (np.stack([x, np.roll(x, 1, axis=0)], axis=1) for x in (ids, mask, types))
+        expected = torch_outputs(torch_model, ids, mask, types, with_types=arch == "bert")
+        got = encoder(ids, mask, types)
+        for name in names:
+            assert got[name].shape == tuple(getattr(expected, name).shape)
+            assert max_abs_diff(got[name], getattr(expected, name).numpy()) <= TOLERANCE, (arch, task, name, batch)
+
+
+def test_task_export_refuses_a_model_of_another_task(task_export_of, tmp_path, capsys):
+    _, source, _ = task_export_of("bert", "text-classification")
+    for task in ("question-answering", "token-classification"):  # the latter's classifier has the same shape
+        assert export.main(["--model", str(source), "--format", "onnx", "--task", task, "--output",
+                            str(tmp_path / task)]) == 2
+        err = capsys.readouterr().err
+        assert f"--task {task} needs a model with a" in err
+        assert "holds a BertForSequenceClassification, a text-classification model (--task text-classification" in err
+    model, _ = hf.load_pretrained(source, heads=("sequence_classification",))
+    with pytest.raises(InputError, match="exports a BertForMultipleChoice, and the model is a "
+                                         "BertForSequenceClassification, a text-classification model"):
+        onnx_export.export_onnx(model, tmp_path / "mc", task="multiple-choice", log=lambda line: None)

@@ -10,6 +10,7 @@ model's by more than `TOLERANCE`; the differences are reported either way.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -42,10 +43,13 @@ class ShapeCheck:
     length: int
     padded: bool
     max_abs_diff: dict[str, float]  # per output
+    choices: int | None = None  # multiple choice: the inputs were [batch, choices, length]
 
     def __str__(self) -> str:
         diffs = ", ".join(f"{name} {diff:.2e}" for name, diff in self.max_abs_diff.items())
-        return f"batch {self.batch} x sequence {self.length}{' (padded)' if self.padded else ''}: max abs diff {diffs}"
+        choices = f" x {self.choices} choices" if self.choices else ""
+        return (f"batch {self.batch}{choices} x sequence {self.length}{' (padded)' if self.padded else ''}: "
+                f"max abs diff {diffs}")
 
 
 def exportable_model_types() -> list[str]:
@@ -56,6 +60,43 @@ def check_exportable(model_type: str) -> None:
     if model_type not in onnx_graph.EMBEDDINGS:
         raise onnx_tasks.TaskError(f"model_type {model_type!r} cannot be exported to ONNX; the architectures that can "
                                    f"are {', '.join(exportable_model_types())}")
+
+
+def _what_it_is(architecture: str) -> str:
+    """`architecture` (a transformers class name) with the task it is exported for."""
+    task = onnx_tasks.task_of_architecture(architecture)
+    if task is None:
+        return f"a {architecture}, which has no fine-tuning head (--task fill-mask or feature-extraction exports it)"
+    return f"a {architecture}, a {task} model (--task {task} exports it)"
+
+
+def check_model_for_task(model, task: onnx_tasks.Task) -> None:
+    """A fine-tuning task exports our model with exactly its head (e.g. `BertForSequenceClassification`)."""
+    if task.fine_tuning_head is None:
+        return  # the pre-training tasks read the encoder, or the MLM head `build` finds
+    expected = models.model_class(model.config, (task.fine_tuning_head,))
+    if type(model) is not expected:  # not isinstance: a multiple-choice model subclasses the classifier
+        raise onnx_tasks.TaskError(f"--task {task.name} exports a {expected.__name__}, and the model is "
+                                   f"{_what_it_is(type(model).__name__)}")
+
+
+def load_pretrained(model_dir: str | os.PathLike, task: str, *, allow_missing: bool = False):
+    """(model, import report) of the HF directory `model_dir` for `task`: a fine-tuning task's model (with its head,
+    e.g. `BertForQuestionAnswering`), refused when config.json names a model of another task; the importer's
+    default model (pre-training heads) for fill-mask and feature-extraction."""
+    spec = onnx_tasks.task(task)
+    if spec.fine_tuning_head is None:
+        return hf.load_pretrained(model_dir, allow_missing=allow_missing)
+    try:  # a missing or malformed config.json is the importer's to report
+        architectures = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))["architectures"]
+    except (OSError, ValueError, KeyError, TypeError):
+        architectures = []
+    for architecture in architectures if isinstance(architectures, list) else []:
+        if isinstance(architecture, str) and onnx_tasks.task_of_architecture(architecture) not in (None, task):
+            raise onnx_tasks.TaskError(f"--task {task} needs a model with a {spec.head} "
+                                       f"(*{spec.architecture_suffix}); {model_dir} holds "
+                                       f"{_what_it_is(architecture)}")
+    return hf.load_pretrained(model_dir, heads=(spec.fine_tuning_head,), allow_missing=allow_missing)
 
 
 def float32_model(model):
@@ -87,11 +128,16 @@ def build(model, task: onnx_tasks.Task) -> onnx.ModelProto:
     prefix = hf_names.ARCHITECTURES[config.model_type].prefix
     g = onnx_graph.GraphBuilder()
     inputs = {name: name for name in onnx_graph.INPUTS[config.model_type]}
+    if task.choices:
+        inputs = onnx_graph.flatten_choices(g, inputs)
     x = onnx_graph.encoder(g, inputs, params, prefix, config)
-    outputs = {name: g.rename(tensor, name) for name, tensor in task.graph(g, x, params, prefix, config).items()}
+    outputs = task.graph(g, x, params, prefix, config)
+    if task.choices:
+        outputs = {name: onnx_graph.unflatten_choices(g, tensor, "input_ids") for name, tensor in outputs.items()}
+    outputs = {name: g.rename(tensor, name) for name, tensor in outputs.items()}
     shapes = task.output_shapes(config)
     return g.model(
-        onnx_graph.input_infos(config.model_type),
+        onnx_graph.input_infos(config.model_type, choices=task.choices),
         [onnx_graph.tensor_info(name, onnx.TensorProto.FLOAT, shapes[name]) for name in outputs],
         doc=f"{type(model).__name__} exported by bert_jax for {task.name}",
         metadata={"bert_jax.task": task.name, "bert_jax.model_type": config.model_type},
@@ -143,12 +189,14 @@ def validate(encoder: OnnxEncoder, model, task: onnx_tasks.Task, log: Callable[[
     """Runs the exported graph and the JAX model on `validation_batches`; raises ValidationError past TOLERANCE."""
     checks = []
     for padded, ids, mask, types in validation_batches(model.config):
+        if task.choices:  # [B, 2, S]: each example's second choice is the next example's sequence
+            ids, mask, types = (np.stack([x, np.roll(x, 1, axis=0)], axis=1) for x in (ids, mask, types))
         # Eagerly, op by op: three shapes run once each, which costs less than compiling them.
         expected = task.reference(model(ids.astype(np.int32), mask.astype(np.int32), types.astype(np.int32)))
         got = encoder(ids, mask, types)
         diffs = {name: float(np.max(np.abs(got[name].astype(np.float64) - np.asarray(expected[name], np.float64))))
                  for name in expected}
-        check = ShapeCheck(ids.shape[0], ids.shape[1], padded, diffs)
+        check = ShapeCheck(ids.shape[0], ids.shape[-1], padded, diffs, ids.shape[1] if task.choices else None)
         log(f"validation (ONNX Runtime vs JAX): {check}")
         checks.append(check)
     worst = max(checks, key=lambda c: max(c.max_abs_diff.values()))
@@ -180,17 +228,24 @@ def export_onnx(
     lowercase: bool | None = None,
     force: bool = False,
     missing_heads: Sequence[str] = (),
+    labels: Sequence[str] | None = None,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
     log: Callable[[str], None] = _stderr,
 ) -> tuple[list[Path], list[ShapeCheck]]:
     """Writes `model.onnx` for `task` (validated first), `config.json` and the tokenizer files into `output_dir`;
     returns the files written and the validation checks. `missing_heads` are the heads the import had to initialise
-    (a model without its task's head is refused rather than exported with random weights)."""
+    (a model without its task's head is refused rather than exported with random weights); `labels` are a task
+    head's label names for config.json (`id2label`, `label2id`; `LABEL_i` without them)."""
     spec = onnx_tasks.task(task)
     check_exportable(model.config.model_type)
-    if spec.head is not None and spec.head in missing_heads:
-        raise CheckpointError(f"the model has no trained {spec.head}, which --task {task} needs; export a checkpoint "
-                              "with one, or --task feature-extraction for the encoder alone")
+    check_model_for_task(model, spec)
+    # A fine-tuning model needs every head it has (a BERT classifier reads the pooler too).
+    untrained = list(missing_heads) if spec.fine_tuning_head else [spec.head] if spec.head in missing_heads else []
+    if untrained:
+        hint = ("fine-tune it first (python -m bert_jax.finetune) or export its encoder with --task feature-extraction"
+                if spec.fine_tuning_head else "export a checkpoint with one, or --task feature-extraction for the "
+                "encoder alone")
+        raise CheckpointError(f"the model has no trained {', '.join(untrained)}, which --task {task} needs; {hint}")
     output_dir = hf.check_output_dir(Path(output_dir), force)
     model32 = float32_model(model)
     staging = output_dir / f".onnx_export.{os.getpid()}{fileio.TEMPORARY_SUFFIX}"
@@ -212,5 +267,6 @@ def export_onnx(
             _remove(output_dir, [EXTERNAL_DATA_FILE])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    written += hf.write_config_and_tokenizer(model, output_dir, vocab_file=vocab_file, lowercase=lowercase)
+    written += hf.write_config_and_tokenizer(model, output_dir, vocab_file=vocab_file, lowercase=lowercase,
+                                             labels=labels)
     return written, checks

@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 18  # optimum's default; LayerNormalization needs 17
 BATCH_AXIS, SEQUENCE_AXIS = "batch_size", "sequence_length"  # optimum's names for the dynamic axes
+CHOICES_AXIS = "num_choices"  # multiple choice's inputs are [batch_size, num_choices, sequence_length]
 # Every architecture's inputs, as optimum names them: RoBERTa and DistilBERT take no token types.
 INPUTS = {
     "bert": ("input_ids", "attention_mask", "token_type_ids"),
@@ -52,6 +53,12 @@ class GraphBuilder:
 
     def const(self, value, dtype=np.float32) -> str:
         return self.weight(self.fresh("const"), np.asarray(value, dtype))
+
+    def scalar_index(self, i: int) -> str:
+        """A 0-d int64 index: Gather with it drops the axis (`weight` stores arrays as at least 1-d)."""
+        name = self.fresh("index")
+        self.initializers.append(numpy_helper.from_array(np.array(i, np.int64), name))
+        return name
 
     def op(self, op_type: str, *inputs: str, **attributes) -> str:
         output = self.fresh(op_type.lower())
@@ -216,9 +223,61 @@ def mlm_logits(g: GraphBuilder, x_BxSxD: str, params, prefix: str, config) -> st
     return g.op("Add", g.op("MatMul", h, decoder_DxV), g.weight("mlm_bias", params("mlm_bias")))
 
 
+# ------------------------------------------------------------------------------------------- fine-tuning heads
+# What `models/heads.py` and the architectures' task models compute at inference (dropout is the identity there).
+
+
+def first_token(g: GraphBuilder, x_BxSxD: str) -> str:
+    """[B, D]: the [CLS] (<s>) state."""
+    return g.op("Gather", x_BxSxD, g.scalar_index(0), axis=1)
+
+
+def _bert_pooled_classifier(g: GraphBuilder, x_BxSxD: str, params, prefix: str, config) -> str:
+    # BertForSequenceClassification, BertForMultipleChoice, RobertaForMultipleChoice: the tanh pooler, `classifier`.
+    pooled_BxD = g.op("Tanh", dense(g, first_token(g, x_BxSxD), params, (prefix, "pooler")))
+    return dense(g, pooled_BxD, params, ("classifier",))
+
+
+def _roberta_classifier(g: GraphBuilder, x_BxSxD: str, params, prefix: str, config) -> str:
+    # RobertaClassificationHead on <s>: dense, tanh, out_proj.
+    h_BxD = g.op("Tanh", dense(g, first_token(g, x_BxSxD), params, ("classifier", "dense")))
+    return dense(g, h_BxD, params, ("classifier", "out_proj"))
+
+
+def _distilbert_classifier(g: GraphBuilder, x_BxSxD: str, params, prefix: str, config) -> str:
+    # DistilBertForSequenceClassification and ForMultipleChoice on [CLS]: pre_classifier, ReLU, classifier.
+    h_BxD = g.op("Relu", dense(g, first_token(g, x_BxSxD), params, ("pre_classifier",)))
+    return dense(g, h_BxD, params, ("classifier",))
+
+
+# model type -> (g, encoder output, params, prefix, config) -> logits [B, outputs], for each sequence-level head.
+SEQUENCE_CLASSIFIERS = {"bert": _bert_pooled_classifier, "roberta": _roberta_classifier,
+                        "distilbert": _distilbert_classifier}
+MULTIPLE_CHOICE_CLASSIFIERS = {"bert": _bert_pooled_classifier, "roberta": _bert_pooled_classifier,
+                               "distilbert": _distilbert_classifier}
+
+
+def question_answering_logits(g: GraphBuilder, x_BxSxD: str, params) -> tuple[str, str]:
+    """`qa_outputs` at every token, split into the start and end scores [B, S]."""
+    logits_BxSx2 = dense(g, x_BxSxD, params, ("qa_outputs",))
+    return tuple(g.op("Gather", logits_BxSx2, g.scalar_index(i), axis=2) for i in (0, 1))
+
+
+def flatten_choices(g: GraphBuilder, inputs: dict[str, str]) -> dict[str, str]:
+    """[B, C, S] inputs -> [B*C, S]: every choice is one sequence of the encoder's batch."""
+    return {name: g.op("Flatten", tensor, axis=2) for name, tensor in inputs.items()}
+
+
+def unflatten_choices(g: GraphBuilder, logits_BCx1: str, input_ids_BxCxS: str) -> str:
+    """[B*C, 1] -> [B, C]: one score per choice."""
+    return g.op("Reshape", logits_BCx1, g.op("Shape", input_ids_BxCxS, start=0, end=2))
+
+
 def tensor_info(name: str, elem_type: int, shape: list) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, elem_type, shape)
 
 
-def input_infos(model_type: str) -> list[onnx.ValueInfoProto]:
-    return [tensor_info(name, TensorProto.INT64, [BATCH_AXIS, SEQUENCE_AXIS]) for name in INPUTS[model_type]]
+def input_infos(model_type: str, choices: bool = False) -> list[onnx.ValueInfoProto]:
+    """The int64 inputs with optimum's dynamic axes; with `choices`, multiple choice's [batch, choices, sequence]."""
+    shape = [BATCH_AXIS, CHOICES_AXIS, SEQUENCE_AXIS] if choices else [BATCH_AXIS, SEQUENCE_AXIS]
+    return [tensor_info(name, TensorProto.INT64, shape) for name in INPUTS[model_type]]

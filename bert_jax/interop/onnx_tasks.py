@@ -1,9 +1,9 @@
 """The tasks an ONNX export serves, as optimum names them: for each, the head of ours it reads, the graph of that head
 on the encoder's output, and the outputs (optimum's names and axes) with where our model keeps each.
 
-Adding a fine-tuning head's task is one entry in `TASKS`: its head name, a graph function from the encoder's output
-to the output tensors, and the mapping from our model's output dict to optimum's names (`FINE_TUNING_TASKS` lists
-what optimum calls each task's outputs).
+Adding a task is one entry in `TASKS`: the head it needs (and, for a fine-tuning head, the model of ours that has it
+and transformers' class suffix), a graph function from the encoder's output to the output tensors, their shapes,
+and the mapping from our model's output dict to optimum's names.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Callable
 
 from bert_jax.errors import InputError
 from bert_jax.interop import onnx_graph
-from bert_jax.interop.onnx_graph import BATCH_AXIS, SEQUENCE_AXIS
+from bert_jax.interop.onnx_graph import BATCH_AXIS, CHOICES_AXIS, SEQUENCE_AXIS
+from bert_jax.models import heads
 
 
 class TaskError(InputError):
@@ -29,7 +30,24 @@ class Task:
     # config -> {output name: its shape, with the dynamic axes named}
     output_shapes: Callable[..., dict[str, list]]
     # our model's outputs (dict) -> {output name: array}: the reference the export is validated against
-    reference: Callable[[dict], dict]
+    reference: Callable[[dict], dict] = lambda outputs: {"logits": outputs["logits"]}
+    # A fine-tuning task: the head of ours (`models.heads`) whose model is loaded and exported, and transformers'
+    # class suffix for it ("ForSequenceClassification"); None for the pre-training tasks.
+    fine_tuning_head: str | None = None
+    architecture_suffix: str | None = None
+    choices: bool = False  # inputs [batch_size, num_choices, sequence_length], flattened into the encoder's batch
+
+
+def _sequence_logits(g, x, params, prefix, config):
+    return {"logits": onnx_graph.SEQUENCE_CLASSIFIERS[config.model_type](g, x, params, prefix, config)}
+
+
+def _choice_logits(g, x, params, prefix, config):  # [B*C, 1]; the export reshapes it to [B, C]
+    return {"logits": onnx_graph.MULTIPLE_CHOICE_CLASSIFIERS[config.model_type](g, x, params, prefix, config)}
+
+
+def _answer_logits(g, x, params, prefix, config):
+    return dict(zip(("start_logits", "end_logits"), onnx_graph.question_answering_logits(g, x, params)))
 
 
 TASKS = {
@@ -45,24 +63,42 @@ TASKS = {
         output_shapes=lambda config: {"last_hidden_state": [BATCH_AXIS, SEQUENCE_AXIS, config.hidden_size]},
         reference=lambda outputs: {"last_hidden_state": outputs["sequence_output"]},
     ),
+    "text-classification": Task(
+        name="text-classification", head="classification head", graph=_sequence_logits,
+        output_shapes=lambda config: {"logits": [BATCH_AXIS, config.num_labels]},
+        fine_tuning_head=heads.SEQUENCE_CLASSIFICATION, architecture_suffix="ForSequenceClassification",
+    ),
+    "token-classification": Task(
+        name="token-classification", head="classification head",
+        graph=lambda g, x, params, prefix, config: {"logits": onnx_graph.dense(g, x, params, ("classifier",))},
+        output_shapes=lambda config: {"logits": [BATCH_AXIS, SEQUENCE_AXIS, config.num_labels]},
+        fine_tuning_head=heads.TOKEN_CLASSIFICATION, architecture_suffix="ForTokenClassification",
+    ),
+    "question-answering": Task(
+        name="question-answering", head="question-answering head", graph=_answer_logits,
+        output_shapes=lambda config: {"start_logits": [BATCH_AXIS, SEQUENCE_AXIS],
+                                      "end_logits": [BATCH_AXIS, SEQUENCE_AXIS]},
+        reference=lambda outputs: {"start_logits": outputs["start_logits"], "end_logits": outputs["end_logits"]},
+        fine_tuning_head=heads.QUESTION_ANSWERING, architecture_suffix="ForQuestionAnswering",
+    ),
+    "multiple-choice": Task(
+        name="multiple-choice", head="classification head", graph=_choice_logits,
+        output_shapes=lambda config: {"logits": [BATCH_AXIS, CHOICES_AXIS]},
+        fine_tuning_head=heads.MULTIPLE_CHOICE, architecture_suffix="ForMultipleChoice", choices=True,
+    ),
 }
-
-# optimum's tasks that need a fine-tuning head, with their outputs; multiple-choice inputs are
-# [batch_size, num_choices, sequence_length]. None of these heads exists yet.
-FINE_TUNING_TASKS = {
-    "text-classification": ("logits",),
-    "token-classification": ("logits",),
-    "question-answering": ("start_logits", "end_logits"),
-    "multiple-choice": ("logits",),
-}
-ALL_TASKS = (*TASKS, *FINE_TUNING_TASKS)
+# transformers' class suffix -> our task name, to name what a directory holds when it is not what --task needs
+TASK_OF_SUFFIX = {spec.architecture_suffix: name for name, spec in TASKS.items() if spec.architecture_suffix}
 
 
 def task(name: str) -> Task:
     if name in TASKS:
         return TASKS[name]
-    exportable = ", ".join(TASKS)
-    if name in FINE_TUNING_TASKS:
-        raise TaskError(f"--task {name} needs a fine-tuning head, and bert_jax has none yet (heads come with "
-                        f"fine-tuning); the tasks that can be exported today are {exportable}")
-    raise TaskError(f"--task {name!r} is not an ONNX export task; the tasks that can be exported are {exportable}")
+    raise TaskError(f"--task {name!r} is not an ONNX export task; the tasks that can be exported are "
+                    f"{', '.join(TASKS)}")
+
+
+def task_of_architecture(architecture: str) -> str | None:
+    """The task of a transformers class name (`BertForSequenceClassification` -> text-classification), or None for
+    the encoder and pre-training classes."""
+    return next((name for suffix, name in TASK_OF_SUFFIX.items() if architecture.endswith(suffix)), None)
