@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -22,12 +21,11 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from bert_jax import fileio, models
-from bert_jax.data.tokenizers.wordpiece import is_lowercase_vocab
 from bert_jax.errors import CheckpointError
-from bert_jax.interop import hf_files, hf_names
+from bert_jax.interop import hf_files, hf_names, hf_tokenizer
+from bert_jax.interop.hf_tokenizer import BPE_TOKENIZER_FILES
 from bert_jax.interop.hf_files import PICKLE_FILES, SAFETENSORS_FILE, SAFETENSORS_INDEX  # noqa: F401 (our API)
-# A byte-level BPE tokenizer's files, copied as they are from the directory of the run's tokenizer.json.
-BPE_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+
 # Every file export may write; nothing else is ever created in the output directory.
 EXPORT_FILES = (
     SAFETENSORS_FILE,
@@ -39,13 +37,6 @@ EXPORT_FILES = (
     "vocab.txt",
     *BPE_TOKENIZER_FILES,
 )
-SPECIAL_TOKENS = {
-    "unk_token": "[UNK]",
-    "sep_token": "[SEP]",
-    "pad_token": "[PAD]",
-    "cls_token": "[CLS]",
-    "mask_token": "[MASK]",
-}
 
 
 def architecture(config) -> hf_names.Architecture:
@@ -139,18 +130,6 @@ def check_output_dir(output_dir: Path, force: bool) -> Path:
     return output_dir.resolve()
 
 
-def tokenizer_config_dict(lowercase: bool, tokenizer_class: str = "BertTokenizer") -> dict:
-    return {
-        "tokenizer_class": tokenizer_class,
-        "do_lower_case": lowercase,
-        "tokenize_chinese_chars": True,
-        "strip_accents": None,
-        "model_max_length": 512,
-        "clean_up_tokenization_spaces": False,  # the transformers 5 default; the clean-up is lossy
-        **SPECIAL_TOKENS,
-    }
-
-
 def export_pretrained(
     model,
     output_dir: str | os.PathLike,
@@ -187,37 +166,9 @@ def write_config_and_tokenizer(model, output_dir: Path, *, vocab_file: str | os.
     written = [fileio.write_json(output_dir / "config.json",
                                  hf_config_dict(model.config, type(model).__name__, labels), indent=2)]
     if vocab_file is not None:
-        written += _export_tokenizer(Path(vocab_file), output_dir, model.config, lowercase)
+        written += hf_tokenizer.export_tokenizer(Path(vocab_file), output_dir, model.config.vocab_size,
+                                                 architecture(model.config).tokenizer_class, lowercase)
     return written
-
-
-def _export_tokenizer(vocab_file: Path, output_dir: Path, config, lowercase: bool | None) -> list[Path]:
-    vocab_size = config.vocab_size
-    if vocab_file.name == "tokenizer.json":
-        import tokenizers
-
-        size = tokenizers.Tokenizer.from_file(str(vocab_file)).get_vocab_size()
-        if size != vocab_size:
-            raise CheckpointError(f"{vocab_file} has {size} tokens but the model's vocab_size is {vocab_size}; pass "
-                                  "the tokenizer the model was trained with")
-        names = [name for name in BPE_TOKENIZER_FILES if (vocab_file.parent / name).is_file()]
-        return [fileio.write_atomic(output_dir / name, lambda p, name=name: shutil.copyfile(vocab_file.parent / name, p))
-                for name in names]
-    vocab_text = vocab_file.read_text(encoding="utf-8")
-    size = len(vocab_text.splitlines())
-    if size != vocab_size:
-        raise CheckpointError(
-            f"{vocab_file} has {size} tokens but the model's vocab_size is {vocab_size}; "
-            "pass the vocab the model was trained with"
-        )
-    if lowercase is None:
-        lowercase = is_lowercase_vocab(str(vocab_file))
-    return [
-        fileio.write_text(output_dir / "vocab.txt", vocab_text),
-        fileio.write_json(output_dir / "tokenizer_config.json",
-                          tokenizer_config_dict(lowercase, architecture(config).tokenizer_class), indent=2),
-        fileio.write_json(output_dir / "special_tokens_map.json", SPECIAL_TOKENS, indent=2),
-    ]
 
 
 # ----------------------------------------------------------------------------------------------------- import

@@ -52,9 +52,11 @@ def summarize(state) -> dict:
     """{"state_checksums": [int per array], "state_finite": bool, "params_checksums": [...]} of a (sharded) state,
     computed on the device. The parameters' own list lets an export, which restores only them, verify them."""
     checksums, finite = jax.device_get(_summaries(state))
-    params_checksums, _ = jax.device_get(_summaries(state.params))
-    return {"state_checksums": [int(c) for c in checksums], "state_finite": bool(finite),
-            "params_checksums": [int(c) for c in params_checksums]}
+    checksums = [int(c) for c in checksums]
+    # The parameters' arrays are the state's under its `params` field, in the same order: no second pass.
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+    params_checksums = [c for path, c in zip(paths, checksums) if getattr(path[0], "name", None) == "params"]
+    return {"state_checksums": checksums, "state_finite": bool(finite), "params_checksums": params_checksums}
 
 
 def verify_params(params, saved_metadata: dict, where: str) -> None:
