@@ -37,13 +37,18 @@ def _run(argv: list[str]) -> int:
         description="Fine-tune a pre-trained encoder with a classification head: the trainer with the "
         "classification objective. Any --config.FIELD=VALUE argument overrides a config field (e.g. "
         "--config.optimizer.learning_rate=3e-5 --config.finetune.epochs=2).")
-    overrides += [f"finetune.model={args.model}", f"finetune.task={args.task}", f"finetune.data={args.data}"]
+    from bert_jax.data import tasks
+
+    task = tasks.get(args.task)
+    overrides += [f"finetune.model={args.model}", f"finetune.task={args.task}", f"finetune.data={args.data}",
+                  f"objective={task.objective}"]
     train.prepare(args)
     from bert_jax.configuration import load_config
-    from bert_jax.objectives.classification import prepare_config
+    from bert_jax.objectives import objective_class
     from bert_jax.training import loop
 
-    config = prepare_config(load_config(args.config, overrides))
+    config = load_config(args.config, overrides)
+    config = objective_class(config.objective).prepare_config(config)
     result = loop.run(config, args.workdir)
     logging.info("%s at step %d; workdir %s; last eval %s", result.status, result.step, args.workdir,
                  result.last_eval)

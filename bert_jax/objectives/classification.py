@@ -137,6 +137,11 @@ class SequenceClassification(Objective):
     def export_labels(self):
         return self.task_data().labels or ("LABEL_0",)
 
+    @staticmethod
+    def prepare_config(config):
+        """The fine-tuning run's config completed from its source and task (`prepare_config` below)."""
+        return prepare_config(config)
+
     def initial_params(self, make_model, seed: int):
         from flax import nnx
 

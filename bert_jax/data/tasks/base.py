@@ -48,6 +48,7 @@ class Task:
     metrics: tuple[str, ...]  # metric names (data/tasks/metrics.py) reported on each dev split
     best_metric: str  # the metric (on the primary dev split) that picks the best checkpoint
     dev_splits: tuple[str, ...] = ("dev",)  # file stems of the dev splits, the primary first
+    objective: str = "classification"  # the objective (objectives/OBJECTIVES) that trains the task
 
     def read(self, path: str, settings: Any = None) -> TaskData:
         """The train and dev splits under `path` (`settings`: the run's `config.finetune`, for tasks with column
