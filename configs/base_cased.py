@@ -34,7 +34,7 @@ def get_config(arg=None):
     model.type_vocab_size = 2  # segment ids: sentence A and B
     model.initializer_range = 0.02  # std of the truncated-normal initialiser
     model.layer_norm_eps = 1e-12  # LayerNorm epsilon, as the original
-    model.dtype = "float32"  # compute dtype: "bfloat16" on TPU/GPU for speed
+    model.dtype = "bfloat16"  # compute dtype on TPU/GPU (matmuls in bf16, float32 accumulation); CPU variants: float32
     model.param_dtype = "float32"  # parameter and optimizer-state storage (master weights)
     model.scan_layers = False  # encoder as a lax.scan over layers: faster compiles of deep models (docs/bench_train_step.md)
     model.dropout_impl = "auto"  # "stock" (nnx.Dropout), "threefry16" (faster on CPU), "auto": threefry16 on CPU only
@@ -72,7 +72,7 @@ def get_config(arg=None):
     opt.grad_accum_steps = 1  # micro-batches per step when the global batch does not fit
 
     config.mesh = mesh = ml_collections.ConfigDict()
-    mesh.data = 16  # data-parallel replicas (16 chips: a v4-32 or v5litepod-16 slice), -1 = all remaining devices
+    mesh.data = -1  # data-parallel replicas: -1 = every device the other axes leave (16 chips: a v4-32 or v5litepod-16)
     mesh.fsdp = 1  # parameter/optimizer-state sharding ways
     mesh.tensor = 1  # tensor (heads / mlp) parallel ways
     mesh.rules = []  # (logical axis, mesh axis | [axes] | None) pairs replacing default sharding rules, e.g. [('vocab', None)]
@@ -101,11 +101,11 @@ def get_config(arg=None):
         config.batch_size = 32
         config.train_steps = 10_000
         opt.warmup_steps = 500
-        mesh.data = -1
         config.log_every = 20
         config.eval_every = 1000
         config.eval_steps = 20
         config.checkpoint_every = 1000
+        model.dtype = "float32"  # CPU experiments: bf16 matmuls are emulated (slow) on CPUs
 
     if "tiny" in variants:
         model.vocab_size = 4096  # the sample corpus vocab (data/sample/vocab)
@@ -114,6 +114,7 @@ def get_config(arg=None):
         model.num_attention_heads = 2
         model.intermediate_size = 512
         model.max_position_embeddings = 512
+        model.dtype = "float32"  # the laptop demo: bf16 matmuls are emulated (slow) on CPUs
         data.dir = "data/built/sample"
         data.vocab_file = "data/sample/vocab/vocab.txt"
         data.lowercase = False
@@ -127,7 +128,6 @@ def get_config(arg=None):
         ]
         opt.learning_rate = 1e-3
         opt.warmup_steps = 100
-        mesh.data = -1
         config.log_every = 50
         config.eval_every = 500
         config.eval_steps = 10

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax.errors import TrainingError
-from bert_jax.training import checkpointing, flops, inputs, integrity, metrics, resume, setup as setup_lib
+from bert_jax.training import checkpointing, chip_peaks, flops, inputs, integrity, metrics, resume, setup as setup_lib
 from bert_jax.training.best import BestParams
 from bert_jax.training.phases import Phase, phase_at, phase_plan
 from bert_jax.training.workdir import WorkdirLock
@@ -62,10 +62,19 @@ class Profiler:
 
 
 def _peak_flops(config, run: setup_lib.Setup) -> float:
-    """FLOP/s of the whole mesh, for MFU: configured per device, else measured on device 0 (fastest of three matmul
-    bursts)."""
+    """FLOP/s of the whole mesh, for MFU: configured per device, else the chip's published bf16 peak on TPU and GPU
+    (comparable with MaxText's MFU), else (CPU) measured on device 0 (fastest of three matmul bursts)."""
     devices = list(run.mesh.devices.flat)
-    per_device = config.peak_flops_per_device or flops.measure_peak_flops(config.model.dtype, jax.local_devices()[0])
+    per_device = config.peak_flops_per_device
+    source = "config.peak_flops_per_device"
+    if not per_device:
+        published = chip_peaks.published_peak_flops(devices[0].platform, devices[0].device_kind)
+        if published is not None:
+            per_device, source = published
+        else:
+            per_device = flops.measure_peak_flops(config.model.dtype, jax.local_devices()[0])
+            source = f"a {config.model.dtype} matmul measured on {devices[0].device_kind}"
+    log.info("MFU denominator: %.4g FLOP/s per device (%s)", per_device, source)
     return per_device * flops.peak_ways(devices)
 
 
