@@ -50,6 +50,7 @@ def get_config(arg=None):
     data.static_masking = False  # True fixes each example's mask across epochs, as the original's offline masking
     data.worker_count = 2  # grain worker processes per host for masking and batching
     data.build_from = ""  # corpus glob to build data.dir from when it is missing ("" = it must exist)
+    data.build_eval_fraction = 0.01  # share of documents held out for eval when building from data.build_from
 
     config.batch_size = 256  # global batch (sequences per step over all hosts)
     config.train_steps = 1_000_000  # total optimizer steps over all phases
@@ -119,6 +120,7 @@ def get_config(arg=None):
         data.vocab_file = "data/sample/vocab/vocab.txt"
         data.lowercase = False
         data.build_from = "data/sample/corpus-*.txt"  # the bundled sample corpus, built on first use
+        data.build_eval_fraction = 0.05  # ~40 of 818 documents: every eval shard has several to draw random-next from
         config.batch_size = 32
         config.train_steps = 1000
         # Short sequences keep the demo to minutes on 2 CPU cores; both phases still run.

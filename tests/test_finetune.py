@@ -260,3 +260,29 @@ def classifier_of(config):
     from bert_jax import models
 
     return models.constructor(config, ("sequence_classification",))(nnx.Rngs(0))
+
+
+def test_random_init_keeps_the_architecture_and_drops_the_weights(tiny_model, rte_dir):
+    """finetune.init=random (the baseline of docs/finetune.md's pre-training evidence): the source's architecture and
+    vocab, the seed's fresh weights; pretrained copies the source's encoder."""
+    import jax
+
+    from bert_jax import models
+    from bert_jax.objectives.classification import SequenceClassification
+
+    source_state = hf.read_safetensors(tiny_model)
+    source_embedding = source_state["bert.embeddings.word_embeddings.weight"]
+    params = {}
+    for init in ("pretrained", "random"):
+        config = run_config(tiny_model, rte_dir, f"--config.finetune.init={init}")
+        assert config.model.hidden_size == 32 and config.data.vocab_file == str(tiny_model / "vocab.txt")
+        make_model = models.constructor(models.model_config(config.model), ("sequence_classification",))
+        params[init] = SequenceClassification(config).initial_params(make_model, seed=7)
+    embedding = {init: np.asarray(jax.tree.leaves(p["bert"]["embeddings"]["word_embeddings"])[0])
+                 for init, p in params.items()}
+    np.testing.assert_array_equal(embedding["pretrained"], np.asarray(source_embedding, dtype=np.float32))
+    assert np.abs(embedding["random"] - embedding["pretrained"]).max() > 1e-3
+    fresh = make_model(nnx.Rngs(7))
+    np.testing.assert_array_equal(embedding["random"], np.asarray(fresh.bert.embeddings.word_embeddings.embedding[...]))
+    with pytest.raises(Exception, match="finetune.init must be 'pretrained' or 'random'"):
+        run_config(tiny_model, rte_dir, "--config.finetune.init=scratch")

@@ -148,6 +148,10 @@ class SequenceClassification(Objective):
         from bert_jax.interop import sources
 
         model = make_model(nnx.Rngs(seed))
+        if self.settings.get("init", "pretrained") == "random":
+            log.info("fine-tuning %s from random initialisation (finetune.init=random): %s gives the architecture "
+                     "and tokenizer only", type(model).__name__, self.settings.model)
+            return jax.device_get(nnx.state(model, nnx.Param))
         report = sources.load_encoder(sources.describe(self.settings.model), model)
         log.info("fine-tuning %s from %s: %s", type(model).__name__, self.settings.model, report.replace("\n", "; "))
         return jax.device_get(nnx.state(model, nnx.Param))
@@ -169,9 +173,12 @@ def prepare_config(config):
 
     from bert_jax.configuration import validate
     from bert_jax.data import tasks
+    from bert_jax.errors import ConfigError
     from bert_jax.interop import sources
 
     settings = config.finetune
+    if settings.get("init", "pretrained") not in ("pretrained", "random"):
+        raise ConfigError(f"finetune.init must be 'pretrained' or 'random', got {settings.init!r}")
     task = tasks.get(settings.task)
     data = task.read(settings.data, settings)
     source = sources.describe(settings.model)

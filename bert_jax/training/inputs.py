@@ -40,7 +40,8 @@ def ensure_data(run_setup, plan: list[Phase]) -> None:
             log.info("building %s from %s (sequence lengths %s)", config.data.dir, config.data.build_from, lengths)
             build_config = build.BuildConfig(inputs=(config.data.build_from,), vocab=config.data.vocab_file,
                                              lowercase=config.data.lowercase, max_seq_lengths=tuple(lengths),
-                                             example_kind=config.data.example_kind)
+                                             example_kind=config.data.example_kind,
+                                             eval_fraction=config.data.get("build_eval_fraction", 0.01))
             report = build.build(build_config, config.data.dir, workers=os.cpu_count() or 1)
             overall = report.stats["overall"]
             log.info("built %s: %d documents, %d examples", config.data.dir, overall["documents"],
