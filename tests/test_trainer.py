@@ -37,15 +37,6 @@ def wait_for_step(workdir: Path, step: int, process: subprocess.Popen, timeout: 
 
 
 
-@pytest.fixture(scope="module")
-def reference_run(sample_dataset, tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("reference")
-    result = subprocess.run(train_command(workdir, sample_dataset), cwd=REPO, env=environment(4),
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
-
-
 def test_reference_run_trains_both_phases(reference_run):
     train = records(reference_run)
     assert sorted(train) == list(range(1, 41))
