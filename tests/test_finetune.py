@@ -260,3 +260,21 @@ def classifier_of(config):
     from bert_jax import models
 
     return models.constructor(config, ("sequence_classification",))(nnx.Rngs(0))
+
+
+def test_exports_carry_the_tasks_model_card_and_the_report_plots_its_metrics(finetuned):
+    from huggingface_hub import ModelCard
+
+    from bert_jax import report
+
+    best = json.loads((finetuned / "best" / "best.json").read_text())
+    card = ModelCard.load(finetuned / "best" / "README.md")
+    assert card.data.pipeline_tag == "text-classification" and card.data.license == "apache-2.0"
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["accuracy"] == best["value"] and results["loss"] == best["eval"]["loss"]
+    assert f"step {best['step']}" in card.text and "Fine-tuned on task `rte`" in card.text
+    last = ModelCard.load(finetuned / "export" / "README.md")
+    assert ({r.metric_type: r.metric_value for r in last.data.eval_results}["accuracy"]
+            == records(finetuned, "eval")[6]["accuracy"])
+    titles = [axes.get_title() for axes in report.build_figure(report.read_metrics(str(finetuned))).axes]
+    assert titles[0] == "loss" and "accuracy" in titles and titles[-1] == "learning_rate"

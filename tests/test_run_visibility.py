@@ -162,3 +162,15 @@ def test_inspect_prints_tables_and_a_histogram_and_json_in_full(sample_dataset, 
     assert data_inspect.main([str(sample_dataset), "--json"]) == 0
     report_json = json.loads(capsys.readouterr().out)
     assert report_json == {"data_dir": str(sample_dataset), "stats": stats, "built_lengths": [32, 64]}
+
+
+def test_a_workdir_with_its_config_json_is_not_taken_for_a_hugging_face_directory(reference_run, tmp_path):
+    from bert_jax.interop import sources
+    from bert_jax.training.workdir import is_run_workdir
+
+    assert sources.describe(str(reference_run)).kind == sources.WORKDIR
+    assert sources.describe(str(reference_run / "export")).kind == sources.HF
+    started = tmp_path / "started"  # a run stopped before its first checkpoint: config.json alone
+    started.mkdir()
+    shutil.copy(reference_run / "config.json", started)
+    assert is_run_workdir(str(started)) and not is_run_workdir(str(reference_run / "export"))
