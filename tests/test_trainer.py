@@ -230,6 +230,12 @@ def test_export_from_workdir_writes_the_checkpoint_weights(reference_run, tmp_pa
 
     loaded = transformers.BertForPreTraining.from_pretrained(out)
     assert loaded.config.hidden_size == 32 and loaded.config.num_hidden_layers == 1
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # the card of step 35: its eval is step 30's, the last before it
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["mlm_accuracy"] == records(
+        reference_run, "eval")[30]["mlm_accuracy"]
+    assert "for 35 steps" in card.text and "| 1 | 20-39 | 64 | 10 |" in card.text
 
     assert export.main(["--workdir", str(reference_run), "--step", "7", "--output", str(tmp_path / "x")]) == 2
     assert "available: [30, 35, 40]" in capsys.readouterr().err

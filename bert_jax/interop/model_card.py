@@ -126,8 +126,9 @@ def _recipe_section(run: RunInfo) -> list[str]:
     lines = ["## Training", "", f"Trained with bert_jax for {run.step:,} steps "
              f"(objective `{_get(config, 'objective')}`), global batch {batch} sequences, seed {_get(config, 'seed')}.",
              ""]
-    plan = phase_plan(ml_collections.ConfigDict({"phases": _get(config, "phases", []) or [],
-                                                 "train_steps": int(_get(config, "train_steps", run.step))}))
+    plan = phase_plan(ml_collections.ConfigDict({  # a checkpoint's saved config holds the phases as plain dicts
+        "phases": [ml_collections.ConfigDict(dict(p)) for p in _get(config, "phases", []) or []],
+        "train_steps": int(_get(config, "train_steps", run.step))}))
     phases = [(p.index, f"{p.start:,}-{p.end - 1:,}", p.max_seq_length, p.max_predictions) for p in plan]
     if phases:
         lines += _table(("phase", "steps", "sequence length", "masked positions"), phases) + [""]
