@@ -62,9 +62,10 @@ def ensure_teacher(config) -> bool:
     False when that training was preempted before it finished."""
     from bert_jax.configuration import load_config
     from bert_jax.training import checkpointing, loop
+    from bert_jax.training.workdir import is_run_workdir
 
     teacher, recipe = config.distillation.teacher, config.distillation.teacher_train
-    if not recipe or os.path.isfile(os.path.join(teacher, "config.json")):
+    if not recipe or (os.path.isfile(os.path.join(teacher, "config.json")) and not is_run_workdir(teacher)):
         return True
     teacher_config = load_config(recipe, list(config.distillation.teacher_train_overrides))
     if checkpointing.checkpoint_dir(teacher).exists():

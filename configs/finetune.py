@@ -87,6 +87,7 @@ def get_config(arg=None):
     config.profile_start_step = 10  # first step of the jax.profiler trace (when profile_steps > 0)
     config.profile_steps = 0  # steps traced into WORKDIR/profile; 0 = no trace
     config.export_at_end = True  # write WORKDIR/export (the last parameters) when training ends
+    config.export_license = "apache-2.0"  # the export's model-card license (a Hub id): the data's terms may need another
 
     if "tiny" in variants:
         config.batch_size = 8

@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -50,3 +51,21 @@ def sample_packed_dataset(tmp_path_factory) -> Path:
                                max_seq_lengths=(32, 64), eval_fraction=0.05, example_kind="full_sentences")
     build.build(config, str(output), workers=1)
     return output
+
+
+@pytest.fixture(scope="session")
+def reference_run_result(sample_dataset, tmp_path_factory) -> tuple[Path, str]:
+    """The tiny two-phase run of tests/run_helpers.py (40 steps, 4 devices, exported at the end), trained once for
+    every test that reads a finished run: (its workdir, its log)."""
+    from tests.run_helpers import environment, train_command
+
+    workdir = tmp_path_factory.mktemp("reference")
+    result = subprocess.run(train_command(workdir, sample_dataset, export_at_end=True), cwd=REPO,
+                            env=environment(4), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result.stderr
+
+
+@pytest.fixture(scope="session")
+def reference_run(reference_run_result) -> Path:
+    return reference_run_result[0]

@@ -286,3 +286,21 @@ def test_random_init_keeps_the_architecture_and_drops_the_weights(tiny_model, rt
     np.testing.assert_array_equal(embedding["random"], np.asarray(fresh.bert.embeddings.word_embeddings.embedding[...]))
     with pytest.raises(Exception, match="finetune.init must be 'pretrained' or 'random'"):
         run_config(tiny_model, rte_dir, "--config.finetune.init=scratch")
+
+
+def test_exports_carry_the_tasks_model_card_and_the_report_plots_its_metrics(finetuned):
+    from huggingface_hub import ModelCard
+
+    from bert_jax import report
+
+    best = json.loads((finetuned / "best" / "best.json").read_text())
+    card = ModelCard.load(finetuned / "best" / "README.md")
+    assert card.data.pipeline_tag == "text-classification" and card.data.license == "apache-2.0"
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["accuracy"] == best["value"] and results["loss"] == best["eval"]["loss"]
+    assert f"step {best['step']}" in card.text and "Fine-tuned on task `rte`" in card.text
+    last = ModelCard.load(finetuned / "export" / "README.md")
+    assert ({r.metric_type: r.metric_value for r in last.data.eval_results}["accuracy"]
+            == records(finetuned, "eval")[6]["accuracy"])
+    titles = [axes.get_title() for axes in report.build_figure(report.read_metrics(str(finetuned))).axes]
+    assert titles[0] == "loss" and "accuracy" in titles and titles[-1] == "learning_rate"

@@ -26,10 +26,11 @@ class Source:
 
 def describe(path: str) -> Source:
     from bert_jax.data.tokenizers.wordpiece import is_lowercase_vocab
+    from bert_jax.training.workdir import is_run_workdir
 
     path = str(path).removeprefix("hf:")
     root = Path(path)
-    if (root / "config.json").is_file():
+    if (root / "config.json").is_file() and not is_run_workdir(path):
         from bert_jax.interop import hf
 
         config = hf.config_from_hf(root)

@@ -22,7 +22,8 @@ import ml_collections
 import numpy as np
 
 from bert_jax.errors import TrainingError
-from bert_jax.training import checkpointing, chip_peaks, flops, inputs, integrity, metrics, resume, setup as setup_lib
+from bert_jax.training import (checkpointing, chip_peaks, flops, inputs, integrity, metrics, resume, run_summary,
+                               setup as setup_lib)
 from bert_jax.training.best import BestParams
 from bert_jax.training.phases import Phase, phase_at, phase_plan
 from bert_jax.training.workdir import WorkdirLock
@@ -35,6 +36,7 @@ class RunResult:
     status: str  # "finished" or "preempted"
     step: int
     last_eval: dict[str, Any] | None = None
+    summary: run_summary.RunSummary | None = None  # None when the run had already finished
 
 
 class Profiler:
@@ -79,6 +81,7 @@ def _peak_flops(config, run: setup_lib.Setup) -> float:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
+    started = time.perf_counter()
     is_chief = jax.process_index() == 0
     plan = phase_plan(config)
     run_setup = setup_lib.build(config)
@@ -90,7 +93,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
                  run_setup.frozen.description, run_setup.frozen.fingerprint[:12])
     lock = WorkdirLock(workdir).acquire() if is_chief else None
     try:
-        return _run(config, workdir, run_setup, plan, is_chief, lock)
+        return _run(config, workdir, run_setup, plan, is_chief, lock, started)
     except Exception as error:  # noqa: BLE001 - a write (ours or orbax's) that lost the race with the deletion
         if lock is not None and lock.deleted():  # `check_present` looks for every step
             raise lock.deleted_error() from error
@@ -101,8 +104,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
 
 
 def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
-         lock: WorkdirLock | None) -> RunResult:
+         lock: WorkdirLock | None, started: float) -> RunResult:
     mesh = run_setup.mesh
+    run_summary.announce(config, run_setup, workdir, is_chief)
     manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
     writer = metrics.MetricsWriter(workdir, total_steps=config.train_steps, enabled=is_chief,
                                    train_metrics=run_setup.objective.train_metrics)
@@ -116,7 +120,7 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
         writer.truncate_after(step)
     if step >= config.train_steps:
         log.info("the run in %s already finished at step %d; nothing to do", workdir, step)
-        _export(config, workdir, run_setup, state.params, is_chief)
+        _export(config, workdir, run_setup, state.params, is_chief, step, None)
         return RunResult("finished", step)
 
     peak = _peak_flops(config, run_setup)
@@ -125,9 +129,21 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
     profiler = Profiler(config, workdir)
     best = BestParams(run_setup, workdir, is_chief)
     last_eval = None
+    first_step = step
+
+    def summary(status: str, export: str | None) -> run_summary.RunSummary:
+        result = run_summary.summarize(
+            status=status, config=config, plan=plan, start_step=first_step, end_step=step,
+            wall_s=time.perf_counter() - started, loop_s=time.perf_counter() - loop_started,
+            flops_per_step=lambda p: _flops_per_step(run_setup, p), peak_flops=peak, final_eval=last_eval,
+            checkpoints=manager.all_steps(), checkpoint_dir=str(manager.directory), export=export)
+        run_summary.report(result, workdir, is_chief)
+        return result
+
     try:
         compiled = _compile(run_setup, phase)
-        interval_start, interval_first_step = time.perf_counter(), step
+        loop_started = interval_start = time.perf_counter()
+        interval_first_step = step
         previous_metrics = None
         while step < config.train_steps:
             profiler.before_step(step)
@@ -155,7 +171,7 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
                 interval_start, interval_first_step = time.perf_counter(), step
 
             if step % config.eval_every == 0 or step == phase.end:
-                last_eval = data.evaluate(phase, state.params)
+                last_eval = {"step": step, **data.evaluate(phase, state.params)}  # the step for the summary and card
                 writer.write(step, last_eval)
                 best.offer(step, last_eval, state.params)
                 interval_start, interval_first_step = time.perf_counter(), step
@@ -182,11 +198,11 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
                 _finish_saves(manager, step, run_setup)
                 log.warning("%s received: saved the checkpoint at step %d in %s; exiting cleanly so the job can be "
                             "resumed (the same command resumes it)", watch.describe(), step, manager.directory)
-                return RunResult("preempted", step, last_eval)
+                return RunResult("preempted", step, last_eval, summary("preempted", None))
         _finish_saves(manager, step, run_setup)
-        _export(config, workdir, run_setup, state.params, is_chief)
+        export = _export(config, workdir, run_setup, state.params, is_chief, step, last_eval)
         log.info("finished %d steps", step)
-        return RunResult("finished", step, last_eval)
+        return RunResult("finished", step, last_eval, summary("finished", export))
     finally:
         try:
             manager.wait_until_finished()
@@ -278,17 +294,22 @@ def _check_finite(config, step_metrics, step: int, manager) -> None:
         log.warning("step %d: non-finite loss or gradient; the update was skipped (%d in a row)", step, streak)
 
 
-def _export(config, workdir: str, run_setup: setup_lib.Setup, params, is_chief: bool) -> None:
-    """Writes WORKDIR/export, the Hugging Face directory of the final parameters (config.export_at_end)."""
+def _export(config, workdir: str, run_setup: setup_lib.Setup, params, is_chief: bool, step: int,
+            last_eval: dict | None) -> str | None:
+    """Writes WORKDIR/export, the Hugging Face directory of the final parameters (config.export_at_end), with a model
+    card of the run (its last eval: `last_eval`, else metrics.jsonl's); returns its path."""
     if not config.export_at_end:
-        return
-    from bert_jax.interop import hf
+        return None
+    from bert_jax.interop import hf, model_card
 
     host_params = checkpointing.replicated_host_copy(params)
     if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(host_params)):
         raise TrainingError("the final parameters hold non-finite values: nothing was exported; export an earlier "
                             f"checkpoint with python -m bert_jax.export --workdir {workdir} --step N")
     if is_chief:
+        final_eval = last_eval or model_card.final_eval(os.path.join(workdir, metrics.METRICS_FILE), step)
         hf.export_to(run_setup.graphdef, host_params, workdir, vocab_file=config.data.vocab_file,
-                     lowercase=config.data.lowercase, labels=run_setup.objective.export_labels())
+                     lowercase=config.data.lowercase, labels=run_setup.objective.export_labels(),
+                     run=model_card.RunInfo(config, step, final_eval))
     inputs.sync("exported")
+    return os.path.join(workdir, "export")
