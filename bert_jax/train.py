@@ -126,9 +126,13 @@ def _run(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
     prepare(args)
     from bert_jax.configuration import load_config
+    from bert_jax.interop import init_from
     from bert_jax.training import loop
 
     config = load_config(args.config, overrides)
+    # Setup takes init_from's architecture in any case; here a model field set on the command line that contradicts it
+    # is an error rather than replaced.
+    init_from.prepare_config(config, init_from.overridden_fields(overrides))
     result = loop.run(config, args.workdir)
     logging.info("%s at step %d; workdir %s", result.status, result.step, args.workdir)
     return 0
