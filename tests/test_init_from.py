@@ -20,7 +20,7 @@ import transformers
 
 from bert_jax import train
 from bert_jax.configuration import load_config
-from bert_jax.errors import ConfigError
+from bert_jax.errors import CheckpointError, ConfigError
 from bert_jax.interop import init_from, sources
 from bert_jax.training import checkpointing, inputs, loop, setup
 from bert_jax.training.phases import phase_plan
@@ -104,8 +104,8 @@ def test_resume_does_not_read_the_source_again(continued, sample_dataset, hf_ber
 
 
 def test_a_bare_encoder_gets_fresh_heads_reported(sample_dataset, tmp_path, caplog):
-    """A BertModel (MiniLM-like: no pooler-less heads) loads its encoder; the MLM and NSP heads are initialised and
-    listed in one line."""
+    """A BertModel (MiniLM-like: the encoder and pooler, no heads) loads them; the MLM and NSP heads are initialised
+    and listed in one line."""
     torch.manual_seed(0)
     bare = save_with_vocab(transformers.BertModel(transformers.BertConfig(**TINY)), tmp_path / "bare")
     with caplog.at_level(logging.INFO, logger="bert_jax"):
@@ -150,6 +150,9 @@ def test_a_hub_id_is_found_in_the_local_cache(hf_bert, sample_dataset, tmp_path,
     init_from.prepare_config(config)
     assert sources.resolve("hf:tiny-org/tiny-bert") == str(snapshot)
     assert config.model.num_hidden_layers == 2 and config.data.vocab_file == str(snapshot / "vocab.txt")
+    with pytest.raises(CheckpointError, match="^runs/tny is no directory .* and as a Hub id: hf:runs/tny is not in "
+                                              "the local Hugging Face cache"):
+        sources.resolve("runs/tny")  # a mistyped workdir is named as such first
 
 
 def test_errors_are_one_line_naming_the_fix(hf_bert, sample_packed_dataset, sample_dataset, tmp_path, monkeypatch,

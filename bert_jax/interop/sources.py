@@ -36,7 +36,13 @@ def resolve(spec: str) -> str:
     from bert_jax.interop import hub_cache
 
     if hub_cache.is_repo_id(path):
-        return str(hub_cache.snapshot(path))
+        try:
+            return str(hub_cache.snapshot(path))
+        except CheckpointError as e:
+            if str(spec).startswith("hf:"):
+                raise
+            raise CheckpointError(f"{spec} is no directory (a Hugging Face model directory or a training workdir), "
+                                  f"and as a Hub id: {e}") from None
     raise CheckpointError(f"{spec}: no such directory (a Hugging Face model directory or a training workdir), and not "
                           "a Hub id (hf:ORG/NAME)")
 
