@@ -9,6 +9,7 @@ one-line errors (an id not in the cache, another vocab, an override the source c
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 
@@ -20,7 +21,7 @@ import transformers
 
 from bert_jax import train
 from bert_jax.configuration import load_config
-from bert_jax.errors import CheckpointError, ConfigError
+from bert_jax.errors import CheckpointError, ConfigError, InputError
 from bert_jax.interop import init_from, sources
 from bert_jax.training import checkpointing, inputs, loop, setup
 from bert_jax.training.phases import phase_plan
@@ -60,7 +61,7 @@ def hf_bert(tmp_path_factory):
 def continued(hf_bert, sample_dataset, tmp_path_factory):
     """One step of a run continued from `hf_bert`: its workdir and config (completed by the run)."""
     workdir = tmp_path_factory.mktemp("continued") / "run"
-    config = run_config(sample_dataset, f"hf:{hf_bert}")
+    config = run_config(sample_dataset, f"hf:{hf_bert}", export_at_end=True)
     assert loop.run(config, str(workdir)).status == "finished"
     return workdir, config
 
@@ -90,6 +91,9 @@ def test_step0_eval_loss_equals_transformers_on_the_same_batch(continued, hf_ber
     assert max_abs_diff(ours["mlm_loss"], mlm) <= TOLERANCE and max_abs_diff(ours["nsp_loss"], nsp) <= TOLERANCE
     assert max_abs_diff(ours["loss"], mlm + nsp) <= TOLERANCE
     assert records(workdir, "eval")[1]["loss"] != ours["loss"]  # the step trained from there
+    exported = json.loads((workdir / "export" / "config.json").read_text())
+    assert exported["num_hidden_layers"] == 2 and exported["intermediate_size"] == 64  # the source's architecture
+    assert (workdir / "export" / "vocab.txt").read_bytes() == (hf_bert / "vocab.txt").read_bytes()  # and tokenizer
 
 
 def test_resume_does_not_read_the_source_again(continued, sample_dataset, hf_bert, tmp_path, caplog):
@@ -217,3 +221,19 @@ def test_a_roberta_source_equals_transformers(sample_packed_dataset, tmp_path):
                           labels=torch.tensor(labels)).loss.item()
     assert config.model.model_type == "roberta" and config.data.vocab_file == str(source / "tokenizer.json")
     assert max_abs_diff(ours["mlm_loss"], theirs) <= TOLERANCE
+
+
+def test_casing_and_regularisation_overrides(hf_bert, sample_dataset, tmp_path):
+    """A lowercased build of the same vocab is refused for a cased source; dropout set on the command line is the
+    run's choice (it changes no weight), while the architecture's fields are the source's."""
+    lowered = tmp_path / "lowered"
+    shutil.copytree(sample_dataset, lowered, ignore=shutil.ignore_patterns("seq_*"))
+    settings = lowered / "tokenizer_config.json"
+    settings.write_text(settings.read_text().replace('"do_lower_case": false', '"do_lower_case": true'))
+    config = run_config(sample_dataset, f"hf:{hf_bert}", **{"model.hidden_dropout_prob": 0.0})
+    with pytest.raises(InputError, match=f"^the data in {lowered} was built lowercased and init_from's tokenizer "
+                                         f"{hf_bert}/vocab.txt is cased: rebuild the data with --cased$"):
+        init_from.check_vocab(config, str(lowered))
+    init_from.prepare_config(config, init_from.overridden_fields(["model.hidden_dropout_prob=0.0"]))
+    assert config.model.hidden_dropout_prob == 0.0 and config.model.attention_probs_dropout_prob == 0.1
+    assert config.model.hidden_size == 32 and config.model.dropout_impl == "auto"  # the source's; the run's compute

@@ -121,12 +121,18 @@ def check_vocab(config: ml_collections.ConfigDict, data_dir: str) -> None:
     from bert_jax.data.tokenizers import vocabs
     from bert_jax.interop import sources
 
-    theirs_file = sources.describe(config.init_from).vocab_file
+    source = sources.describe(config.init_from)
+    theirs_file = source.vocab_file
     if not theirs_file:
         log.warning("init_from %s: the source names no vocab file; the data's vocab is not checked", config.init_from)
         return
     ours, theirs = vocabs.from_data_dir(data_dir), vocabs.load(theirs_file, lowercase=False)
     if ours.kind == theirs.kind and ours.tokens == theirs.tokens:
+        if ours.kind == vocabs.WORDPIECE and ours.lowercase != source.lowercase:
+            cased = {True: "lowercased", False: "cased"}
+            raise InputError(f"the data in {data_dir} was built {cased[ours.lowercase]} and init_from's tokenizer "
+                             f"{theirs_file} is {cased[source.lowercase]}: rebuild the data "
+                             f"with {'--lowercase' if source.lowercase else '--cased'}")
         return
     difference = (f"{ours.kind} vs {theirs.kind}" if ours.kind != theirs.kind else
                   f"{ours.size} vs {theirs.size} tokens" if ours.size != theirs.size else
