@@ -2,9 +2,11 @@
 
     python -m bert_jax.train --config configs/base_cased.py --workdir DIR [--config.FIELD=VALUE ...]
 
-Running the same command again resumes from the latest checkpoint in DIR. Several hosts (or local processes): pass
---coordinator_address/--num_processes/--process_id, or the BERT_JAX_COORDINATOR_ADDRESS / BERT_JAX_NUM_PROCESSES /
-BERT_JAX_PROCESS_ID environment variables; on a Cloud TPU VM none are needed (JAX detects the slice).
+Running the same command again resumes from the latest checkpoint in DIR. `--config.init_from=SOURCE` starts a fresh
+run from a trained model's weights instead of a random initialisation (docs/training.md). Several hosts (or local
+processes): pass --coordinator_address/--num_processes/--process_id, or the BERT_JAX_COORDINATOR_ADDRESS /
+BERT_JAX_NUM_PROCESSES / BERT_JAX_PROCESS_ID environment variables; on a Cloud TPU VM none are needed (JAX detects
+the slice).
 Exit status: 0 when finished or cleanly preempted (SIGTERM), 1 when training failed, 2 for bad configuration/input.
 """
 
@@ -27,7 +29,9 @@ _ENV = {
 PROG = "python -m bert_jax.train"
 DESCRIPTION = ("Pre-train a BERT-family encoder on a device mesh with the config's objective (MLM + NSP by default; "
                "--config.objective=mlm for masked LM alone). Any --config.FIELD=VALUE argument overrides a config "
-               "field (e.g. --config.train_steps=1000 --config.mesh.fsdp=4); see the config file for all fields.")
+               "field (e.g. --config.train_steps=1000 --config.mesh.fsdp=4); see the config file for all fields. "
+               "--config.init_from=hf:DIR (or hf:ORG/NAME in the local Hugging Face cache, or a workdir) continues "
+               "pre-training from a trained model, with its architecture and vocab.")
 
 
 def parse_args(argv: list[str], *, prog: str = PROG, description: str = DESCRIPTION,
@@ -126,9 +130,13 @@ def _run(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
     prepare(args)
     from bert_jax.configuration import load_config
+    from bert_jax.interop import init_from
     from bert_jax.training import loop
 
     config = load_config(args.config, overrides)
+    # Setup takes init_from's architecture in any case; here a model field set on the command line that contradicts it
+    # is an error rather than replaced.
+    init_from.prepare_config(config, init_from.overridden_fields(overrides))
     result = loop.run(config, args.workdir)
     logging.info("%s at step %d; workdir %s", result.status, result.step, args.workdir)
     return 0

@@ -19,6 +19,7 @@ def get_config(arg=None):
     config = ml_collections.ConfigDict()
 
     config.objective = "mlm_nsp"  # "mlm_nsp" (masked LM + next sentence, the original) or "mlm" (masked LM alone)
+    config.init_from = ""  # continue from a trained model: hf:DIR, hf:ORG/NAME (HF cache), a workdir; "" = scratch
 
     config.model = model = ml_collections.ConfigDict()
     model.model_type = "bert"  # the architecture (Hugging Face's model_type)

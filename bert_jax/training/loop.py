@@ -2,8 +2,9 @@
 restored) -> data -> loop (phases, eval, log, checkpoint, preemption, non-finite guard) -> export.
 
 Resume precedence: the latest complete checkpoint in WORKDIR/checkpoints, else a fresh initialisation from
-`config.seed`. The phase is a function of the step, so a run resumes in either phase; each checkpoint holds the data
-iterator of the phase its step belongs to (the boundary checkpoint is written after the switch).
+`config.seed` (or from the trained model the objective starts from: `config.init_from`, evaluated at step 0). The
+phase is a function of the step, so a run resumes in either phase; each checkpoint holds the data iterator of the
+phase its step belongs to (the boundary checkpoint is written after the switch).
 
 Exactness: dropout keys are `fold_in(seed, step)`, batches a function of (seed, epoch, record) and the iterator
 position is checkpointed, so a resumed run reproduces an uninterrupted one bit for bit on the same mesh.
@@ -118,6 +119,9 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
                                                 data.train_iterator)
     if step:
         writer.truncate_after(step)
+    continues_from = run_setup.objective.continues_from()
+    if step and continues_from:
+        log.info("resumed at step %d: the model the run started from (%s) is not read again", step, continues_from)
     if step >= config.train_steps:
         log.info("the run in %s already finished at step %d; nothing to do", workdir, step)
         _export(config, workdir, run_setup, state.params, is_chief, step, None)
@@ -140,6 +144,9 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
         run_summary.report(result, workdir, is_chief)
         return result
 
+    if step == 0 and continues_from:  # the baseline: the trained model before this run changes it
+        last_eval = {"step": 0, **data.evaluate(phase, state.params)}
+        writer.write(0, last_eval)
     try:
         compiled = _compile(run_setup, phase)
         loop_started = interval_start = time.perf_counter()
