@@ -16,6 +16,7 @@ import torch
 import transformers
 
 from bert_jax import finetune
+from bert_jax.configuration import load_config
 from bert_jax.data import tasks
 from bert_jax.data.tasks import squad_features, squad_metrics, squad_postprocess
 from bert_jax.data.tasks.squad import SquadExample
@@ -145,10 +146,15 @@ def _holds(offsets, start_char):
     return context[0, 0] <= start_char < context[-1, 1]
 
 
-def test_a_stride_that_does_not_fit_is_a_config_error():
+def test_settings_that_cannot_work_are_config_errors():
     tokenizer = vocabs.load(str(WORDPIECE_DIR)).tokenizer()
     with pytest.raises(ConfigError, match=r"finetune.doc_stride 21 must be .* below the context window of 21"):
         squad_features.build(tokenizer, LONG_EXAMPLES, squad_features.Windowing(40, 21, 16), 0)
+    with pytest.raises(ConfigError, match=r"max_query_length 40 leaves no context tokens in a sequence of 40"):
+        squad_features.build(tokenizer, LONG_EXAMPLES, squad_features.Windowing(40, 8, 40), 0)
+    config = load_config("configs/finetune.py", ["finetune.task=squad", "finetune.n_best_size=0"])
+    with pytest.raises(ConfigError, match=r"config.finetune.n_best_size is 0; .* at least 1"):
+        QuestionAnswering.prepare_config(config)
 
 
 # ------------------------------------------------------------------------------------------- span selection
@@ -205,7 +211,7 @@ def test_span_selection_picks_the_best_valid_span_across_windows():
 # -------------------------------------------------------------------------------------------------------- loss
 
 def test_loss_equals_transformers(tmp_path):
-    torch_model = random_weights(transformers.BertForQuestionAnswering(hf_config("bert")))
+    torch_model = random_weights(transformers.BertForQuestionAnswering(hf_config("bert", num_labels=2)))
     torch_model.save_pretrained(tmp_path)
     ours, _ = hf.load_pretrained(tmp_path, heads=("question_answering",))
     rng = np.random.default_rng(0)

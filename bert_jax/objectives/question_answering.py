@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bert_jax.errors import ConfigError
 from bert_jax.objectives import classification
 from bert_jax.objectives.base import BatchShape, TaskExamples
 
@@ -78,7 +79,8 @@ class QuestionAnswering(classification.SequenceClassification):
         return TaskExamples(train=train, eval_splits={split: features[split] for split in data.dev})
 
     def predictions(self, outputs):
-        return {"start_logits": outputs["start_logits"], "end_logits": outputs["end_logits"]}
+        # float32 whatever the compute dtype: the span selection adds and ranks them
+        return {name: outputs[name].astype(jnp.float32) for name in ("start_logits", "end_logits")}
 
     def eval_metrics(self, split, predictions, fields):
         from bert_jax.data import tasks
@@ -100,6 +102,10 @@ class QuestionAnswering(classification.SequenceClassification):
     @staticmethod
     def prepare_config(config):
         """The classification run's preparation, with an epoch over the train split's features (windows)."""
+        for field in ("n_best_size", "max_answer_length", "max_query_length"):
+            if config.finetune[field] < 1:
+                raise ConfigError(f"config.finetune.{field} is {config.finetune[field]}; it counts tokens or "
+                                  "candidates, so it must be at least 1")
         return classification.prepare_config(config, train_rows=_train_features)
 
 

@@ -12,6 +12,7 @@ the question has none.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -53,11 +54,15 @@ def build(tokenizer, examples: list[SquadExample], windowing: Windowing, pad_id:
     tokenizer.no_truncation()
     tokenizer.no_padding()
     questions = tokenizer.encode_batch([e.question.lstrip() for e in examples], add_special_tokens=False)
-    contexts = tokenizer.encode_batch([e.context for e in examples], add_special_tokens=False)
+    # A paragraph has several questions (about five in SQuAD): each distinct context is encoded once, and copied
+    # for each question, as truncation (into the windows) changes an encoding in place.
+    distinct = list(dict.fromkeys(e.context for e in examples))
+    contexts = dict(zip(distinct, tokenizer.encode_batch(distinct, add_special_tokens=False)))
     rows = []
-    for index, (example, question, context) in enumerate(zip(examples, questions, contexts)):
+    for index, (example, question) in enumerate(zip(examples, questions)):
         question.truncate(windowing.max_query_length)
         room = windowing.max_seq_length - len(question.ids) - tokenizer.num_special_tokens_to_add(is_pair=True)
+        context = copy.copy(contexts[example.context])
         context.truncate(room, stride=windowing.doc_stride)
         for window in [context, *context.overflowing]:
             rows.append(_feature(tokenizer, example, index, question, window))
