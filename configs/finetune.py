@@ -32,8 +32,8 @@ def get_config(arg=None):
     config.finetune = finetune = ml_collections.ConfigDict()
     finetune.model = ""  # the pre-trained source: an HF directory or a training workdir (--model)
     finetune.init = "pretrained"  # "random": the source's architecture and tokenizer with fresh weights (a baseline)
-    finetune.task = ""  # a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or "table" (--task)
-    finetune.data = ""  # the task's folder: glue_data/<TASK>, or a directory of train/dev tables (--data)
+    finetune.task = ""  # a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), "table", "squad", "squad_v2"
+    finetune.data = ""  # the task's folder: glue_data/<TASK>, train/dev tables, or SQuAD's JSON files (--data)
     finetune.epochs = 3.0  # passes over the train split (an epoch is ceil(N / batch_size) steps)
     finetune.warmup_fraction = 0.1  # share of all steps warming the learning rate up from 0
     finetune.text_a = ""  # table task: the column of the (first) text

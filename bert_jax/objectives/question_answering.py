@@ -75,8 +75,7 @@ class QuestionAnswering(classification.SequenceClassification):
         data = self.task_data()
         features = encoded_splits(self.config, data, self.config.data.vocab_file, self.config.data.lowercase,
                                   self.config.model.get("type_vocab_size", 1) > 1)
-        train = {name: features["train"][name] for name in MODEL_FIELDS}
-        return TaskExamples(train=train, eval_splits={split: features[split] for split in data.dev})
+        return TaskExamples(train=features["train"], eval_splits={split: features[split] for split in data.dev})
 
     def predictions(self, outputs):
         # float32 whatever the compute dtype: the span selection adds and ranks them
@@ -122,7 +121,9 @@ _ENCODED: dict = {}
 
 
 def encoded_splits(config, data, vocab_file: str, lowercase: bool, token_types: bool) -> dict[str, dict]:
-    """Every split's features (`squad_features.build`) with the source's tokenizer and the run's windowing."""
+    """Every split's features (`squad_features.build`) with the source's tokenizer and the run's windowing; the
+    train split's without the offsets and example indices, which only evaluation reads (the offsets are the largest
+    array)."""
     from bert_jax.data.tasks import squad_features
     from bert_jax.data.tokenizers import vocabs
 
@@ -136,4 +137,5 @@ def encoded_splits(config, data, vocab_file: str, lowercase: bool, token_types: 
         _ENCODED.clear()
         _ENCODED[key] = {split: squad_features.build(tokenizer, examples, windowing, vocab.specials.pad, token_types)
                          for split, examples in {"train": data.train, **data.dev}.items()}
+        _ENCODED[key]["train"] = {name: _ENCODED[key]["train"][name] for name in MODEL_FIELDS}
     return _ENCODED[key]

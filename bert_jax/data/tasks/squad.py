@@ -1,7 +1,7 @@
 """SQuAD v1.1 and v2.0 (extractive question answering) read from the JSON the official site distributes:
 
-    {"version": "v2.0", "data": [{"title": ..., "paragraphs": [{"context": ...,
-        "qas": [{"id": ..., "question": ..., "answers": [{"text": ..., "answer_start": 42}], "is_impossible": false}]}]}]}
+    {"version": "v2.0", "data": [{"title": ..., "paragraphs": [{"context": ..., "qas": [{"id": ..., "question": ...,
+        "answers": [{"text": ..., "answer_start": 42}], "is_impossible": false}]}]}]}
 
 `--data DIR` holds `train-v1.1.json` and `dev-v1.1.json` (`squad`) or `train-v2.0.json` and `dev-v2.0.json`
 (`squad_v2`); `train.json` and `dev.json` are accepted for either. Every answer must be its context's text at
