@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     args, overrides = train.parse_args(
-        argv, prog=PROG, default_config="configs/finetune.py", extra=_flags,
+        argv, prog=PROG, default_config="finetune", extra=_flags,
         description="Fine-tune a pre-trained encoder with a classification head: the trainer with the "
         "classification objective. Any --config.FIELD=VALUE argument overrides a config field (e.g. "
         "--config.optimizer.learning_rate=3e-5 --config.finetune.epochs=2).")
