@@ -48,6 +48,11 @@ def config_file(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def sample_dir() -> Path:
+    """The folder of the bundled sample corpus (`corpus-0*.txt`), its WordPiece vocab (`vocab/`) and BPE (`bpe/`)."""
+    return _folder(SAMPLE_PACKAGE)
+
+
 def sample_path(relative: str) -> str:
     """A file (or glob) of the bundled sample corpus and its vocabs, e.g. `vocab/vocab.txt` or `corpus-*.txt`."""
-    return str(_folder(SAMPLE_PACKAGE) / relative)
+    return str(sample_dir() / relative)

@@ -140,8 +140,20 @@ def run(config_or_spec, workdir: str, overrides=()):
     like the command (INFO lines on the root logger) and `jax.distributed` from the BERT_JAX_* environment variables
     or a detected cluster. Bad configuration raises `bert_jax.errors.ConfigError`, bad input `InputError`.
     """
+    environment = argparse.Namespace(coordinator_address=os.environ.get(_ENV["coordinator_address"]),
+                                     num_processes=_env_int("num_processes"), process_id=_env_int("process_id"))
+    return _train(config_or_spec, os.fspath(workdir), overrides, environment)
+
+
+def _run(argv: list[str]) -> int:
+    args, overrides = parse_args(argv)
+    _train(args.config, args.workdir, overrides, args)
+    return 0
+
+
+def _train(config_or_spec, workdir: str, overrides, distributed: argparse.Namespace):
+    """The config checked first (nothing is set up for a bad one), then logging and processes, then the loop."""
     from bert_jax.configuration import finish_config, load_config
-    from bert_jax.training import loop
 
     if isinstance(config_or_spec, (str, os.PathLike)):
         config = load_config(os.fspath(config_or_spec), overrides)
@@ -149,24 +161,12 @@ def run(config_or_spec, workdir: str, overrides=()):
         import copy
 
         config = finish_config(copy.deepcopy(config_or_spec), overrides)
-    prepare(argparse.Namespace(coordinator_address=os.environ.get(_ENV["coordinator_address"]),
-                               num_processes=_env_int("num_processes"), process_id=_env_int("process_id")))
-    workdir = os.fspath(workdir)
+    prepare(distributed)
+    from bert_jax.training import loop
+
     result = loop.run(config, workdir)
     logging.info("%s at step %d; workdir %s", result.status, result.step, workdir)
     return result
-
-
-def _run(argv: list[str]) -> int:
-    args, overrides = parse_args(argv)
-    prepare(args)
-    from bert_jax.configuration import load_config
-    from bert_jax.training import loop
-
-    config = load_config(args.config, overrides)
-    result = loop.run(config, args.workdir)
-    logging.info("%s at step %d; workdir %s", result.status, result.step, args.workdir)
-    return 0
 
 
 class _CallableModule(types.ModuleType):

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -29,9 +28,9 @@ DEMO_OVERRIDES = {
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    """A fresh venv with the wheel installed (no dependencies: they come from the test interpreter's site-packages
-    through a path file, whose lines are appended after the venv's own site-packages, so the venv's bert_jax wins and
-    the test environment's editable install, a .pth import hook there, is never run)."""
+    """A fresh venv with the wheel installed (no dependencies: they come from the test interpreter's import path, minus
+    the checkout, through a path file whose lines are appended after the venv's own site-packages; so the venv's
+    bert_jax wins, and the test environment's editable install, a .pth import hook there, is never run)."""
     from bert_jax.launch import wheel
     from bert_jax.launch.runner import Runner
 
@@ -42,7 +41,8 @@ def installed(tmp_path_factory) -> Path:
     python = venv / "bin" / "python"
     site_packages = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                         capture_output=True, text=True, check=True).stdout.strip())
-    dependencies = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+    dependencies = [p for p in dict.fromkeys(sys.path) if p and Path(p).is_dir()
+                    and not Path(p).resolve().is_relative_to(REPO.resolve())]
     (site_packages / "test_dependencies.pth").write_text("\n".join(dependencies) + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
                     "--no-index", str(built)], check=True, timeout=300, env=_clean_environment())
