@@ -85,6 +85,15 @@ def test_an_existing_file_wins_over_a_bundled_name_and_an_unknown_name_lists_the
     assert "base_cased, distilbert_base_cased, finetune, large_cased, roberta_base, roberta_large" in str(error.value)
 
 
+def test_a_checkout_run_without_the_build_mapping_uses_its_own_folders():
+    """`python -m bert_jax...` from a checkout's root imports the checkout's bert_jax, which has no mapped packages
+    (no editable hook; -S leaves site and any install out): the checkout's configs/ and data/sample/ serve."""
+    code = "import bert_jax.bundled as b; print(b.configs_dir()); print(b.sample_dir()); print(b.config_names()[0])"
+    result = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
+                            env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert result.stdout.split() == [str(REPO / "configs"), str(REPO / "data" / "sample"), "base_cased"]
+
+
 HEAVY = ("tensorflow_datasets", "tensorflow", "torch", "transformers")
 HELP_PROBE = """
 import json, runpy, sys
