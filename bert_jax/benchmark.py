@@ -45,8 +45,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         "report median step time, tokens/s, model FLOPs per token, MFU against a matmul peak measured in the same "
         "run, compile time and peak memory. Extra --config.FIELD=VALUE arguments override config fields.",
     )
-    parser.add_argument("--config", default="configs/base_cased.py:small,uncased",
-                        help="config file[:variants] (default %(default)s: the CPU target's shape, vocab 30522)")
+    parser.add_argument("--config", default="base_cased:small,uncased",
+                        help="config file or bundled config name[:variants] (default %(default)s: the CPU target's "
+                             "shape, vocab 30522)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps after warm-up (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation (default %(default)s)")
     parser.add_argument("--phase", type=int, default=0,

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     args, overrides = train.parse_args(
-        argv, prog=PROG, default_config="configs/distilbert_base_cased.py:tiny", extra=_flags,
+        argv, prog=PROG, default_config="distilbert_base_cased:tiny", extra=_flags,
         description="Distil a student from a frozen teacher: the trainer with the distillation objective. Any "
         "--config.FIELD=VALUE argument overrides a config field (e.g. --config.distillation.temperature=4).")
     if args.teacher:

@@ -71,7 +71,8 @@ def _run(argv: list[str]) -> int:
         "--config.FIELD=VALUE arguments override config fields.",
     )
     parser.add_argument("--output", required=True, help="output directory (created; must be empty unless --force)")
-    parser.add_argument("--config", default="configs/base_cased.py:tiny", help="config file[:variants] (default %(default)s)")
+    parser.add_argument("--config", default="base_cased:tiny",
+                        help="config file or bundled config name[:variants] (default %(default)s)")
     parser.add_argument(
         "--init",
         default="random",

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     args, overrides = train.parse_args(
-        argv, prog=PROG, default_config="configs/finetune.py", extra=_flags,
+        argv, prog=PROG, default_config="finetune", extra=_flags,
         description="Fine-tune a pre-trained encoder with a task head: the trainer with the task's objective "
         "(classification; question answering for squad and squad_v2). Any --config.FIELD=VALUE argument overrides a config field (e.g. "
         "--config.optimizer.learning_rate=3e-5 --config.finetune.epochs=2).")

@@ -1,6 +1,6 @@
 """BERT-base, cased: the original pre-training recipe (Devlin et al. 2018), field by field.
 
-Variants (comma-separated after the path, e.g. `configs/base_cased.py:tiny,uncased`):
+Variants (comma-separated after the path or name, e.g. `configs/base_cased.py:tiny,uncased` or `base_cased:tiny`):
   uncased  lowercased text and the uncased vocabulary size (30522)
   small    4 layers, hidden 256, 4 heads: benchmarks and CPU experiments
   tiny     2 layers, hidden 128, trained in minutes on a laptop CPU on the bundled sample corpus
@@ -8,6 +8,7 @@ Variants (comma-separated after the path, e.g. `configs/base_cased.py:tiny,uncas
 
 import ml_collections
 
+from bert_jax.bundled import sample_path
 from bert_jax.configuration import parse_variants
 
 VARIANTS = ("uncased", "small", "tiny")
@@ -111,7 +112,7 @@ def get_config(arg=None):
         model.dtype = "float32"  # CPU experiments: bf16 matmuls are emulated (slow) on CPUs
 
     if "tiny" in variants:
-        model.vocab_size = 4096  # the sample corpus vocab (data/sample/vocab)
+        model.vocab_size = 4096  # the sample corpus vocab (data/sample/vocab; bert_jax.sample_data when installed)
         model.hidden_size = 128
         model.num_hidden_layers = 2
         model.num_attention_heads = 2
@@ -119,9 +120,9 @@ def get_config(arg=None):
         model.max_position_embeddings = 512
         model.dtype = "float32"  # the laptop demo: bf16 matmuls are emulated (slow) on CPUs
         data.dir = "data/built/sample"
-        data.vocab_file = "data/sample/vocab/vocab.txt"
+        data.vocab_file = sample_path("vocab/vocab.txt")  # the package data's (data/sample/ in a checkout)
         data.lowercase = False
-        data.build_from = "data/sample/corpus-*.txt"  # the bundled sample corpus, built on first use
+        data.build_from = sample_path("corpus-*.txt")  # the bundled sample corpus, built on first use
         data.build_eval_fraction = 0.05  # ~40 of 818 documents: every eval shard has several to draw random-next from
         config.batch_size = 32
         config.train_steps = 1000

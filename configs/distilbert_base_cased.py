@@ -16,6 +16,7 @@ Variants (comma-separated after the path):
 
 import ml_collections
 
+from bert_jax.bundled import sample_path
 from bert_jax.configuration import load_sibling, parse_variants
 
 base_cased = load_sibling(__file__, "base_cased")
@@ -87,9 +88,9 @@ def get_config(arg=None):
         model.hidden_dim = 512
         model.dtype = "float32"  # the CPU demo: bf16 matmuls are emulated (slow) on CPUs
         data.dir = "data/built/sample_packed"
-        data.build_from = "data/sample/corpus-*.txt"  # the bundled sample corpus, built on first use
+        data.build_from = sample_path("corpus-*.txt")  # the bundled sample corpus, built on first use
         distill.teacher = "runs/distil_tiny_teacher"
-        distill.teacher_train = "configs/base_cased.py:tiny"  # a 4-layer BERT on the same corpus and vocab
+        distill.teacher_train = "base_cased:tiny"  # the bundled config: a 4-layer BERT on the same corpus and vocab
         distill.teacher_train_overrides = ["model.num_hidden_layers=4"]
         config.batch_size = 32
         config.train_steps = 1000

@@ -10,6 +10,7 @@ Variants (comma-separated after the path, e.g. `configs/roberta_base.py:tiny`), 
 
 import ml_collections
 
+from bert_jax.bundled import sample_path
 from bert_jax.configuration import load_sibling, parse_variants
 
 base_cased = load_sibling(__file__, "base_cased")
@@ -60,5 +61,5 @@ def get_config(arg=None):
         model.vocab_size = 4096  # the sample corpus's BPE vocab (data/sample/bpe)
         model.max_position_embeddings = 514
         data.dir = "data/built/sample_roberta"
-        data.vocab_file = "data/sample/bpe/tokenizer.json"
+        data.vocab_file = sample_path("bpe/tokenizer.json")  # the package data's (data/sample/bpe/ in a checkout)
     return config

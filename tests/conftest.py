@@ -15,7 +15,10 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from bert_jax import bundled  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
+SAMPLE = bundled.sample_dir()  # the sample corpus and vocabs, as package data (data/sample/ in this checkout)
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +35,7 @@ def sample_dataset(tmp_path_factory) -> Path:
     from bert_jax.data import build
 
     output = tmp_path_factory.mktemp("sample_dataset") / "built"
-    argv = ["--input", str(REPO / "data/sample/corpus-00.txt"), "--vocab", str(REPO / "data/sample/vocab/vocab.txt"),
+    argv = ["--input", str(SAMPLE / "corpus-00.txt"), "--vocab", str(SAMPLE / "vocab/vocab.txt"),
             "--output", str(output), "--max_seq_length", "32,64", "--dupe_factor", "2", "--workers", "1",
             "--eval_fraction", "0.05"]
     assert build.main(argv) == 0
@@ -46,8 +49,8 @@ def sample_packed_dataset(tmp_path_factory) -> Path:
     from bert_jax.data import build
 
     output = tmp_path_factory.mktemp("sample_packed_dataset") / "built"
-    config = build.BuildConfig(inputs=(str(REPO / "data/sample/corpus-00.txt"),),
-                               vocab=str(REPO / "data/sample/bpe/tokenizer.json"), lowercase=False,
+    config = build.BuildConfig(inputs=(str(SAMPLE / "corpus-00.txt"),),
+                               vocab=str(SAMPLE / "bpe/tokenizer.json"), lowercase=False,
                                max_seq_lengths=(32, 64), eval_fraction=0.05, example_kind="full_sentences")
     build.build(config, str(output), workers=1)
     return output

@@ -10,7 +10,7 @@ from bert_jax.models.bert import count_parameters
 from bert_jax.models.roberta import RobertaForMaskedLM
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_FILES = sorted((REPO / "configs").glob("*.py"))
+CONFIG_FILES = sorted(path for path in (REPO / "configs").glob("*.py") if not path.name.startswith("_"))
 
 
 def _variant_args(path) -> list[str]:

@@ -16,7 +16,8 @@ from bert_jax import distill, errors
 from bert_jax.configuration import load_config
 from bert_jax.data import build
 from bert_jax.training import checkpointing, loop as trainer, setup
-from tests.run_helpers import ONE_PHASE, REPO, losses, overrides, records
+from tests.conftest import SAMPLE
+from tests.run_helpers import ONE_PHASE, losses, overrides, records
 
 STEPS = 12
 SMALL_STUDENT = {"model.dim": 32, "model.n_heads": 2, "model.hidden_dim": 64, "model.n_layers": 1,
@@ -28,8 +29,8 @@ def packed_wordpiece(tmp_path_factory):
     """The sample corpus packed into full sentences with the WordPiece sample vocab: data a BERT teacher and a
     DistilBERT student (one token type) both read."""
     output = tmp_path_factory.mktemp("distil_data") / "built"
-    build.build(build.BuildConfig(inputs=(str(REPO / "data/sample/corpus-00.txt"),),
-                                  vocab=str(REPO / "data/sample/vocab/vocab.txt"), lowercase=False,
+    build.build(build.BuildConfig(inputs=(str(SAMPLE / "corpus-00.txt"),),
+                                  vocab=str(SAMPLE / "vocab/vocab.txt"), lowercase=False,
                                   max_seq_lengths=(32,), eval_fraction=0.05, example_kind="full_sentences"),
                 str(output), workers=1)
     return output

@@ -24,7 +24,8 @@ from bert_jax.interop import hf, sources
 from bert_jax.models.bert import BertConfig, BertForPreTraining
 from bert_jax.objectives.classification import SequenceClassification, prepare_config
 from bert_jax.training import loop
-from tests.run_helpers import REPO, losses, records
+from tests.conftest import SAMPLE
+from tests.run_helpers import losses, records
 from tests.test_finetune_tasks import write_tsv
 from tests.test_roberta_model import random_weights
 from tests.test_task_heads import hf_config
@@ -61,7 +62,7 @@ def test_bpe_pairs_equal_autotokenizer(tmp_path):
     config = models.config_class("roberta")(vocab_size=4096, hidden_size=32, num_hidden_layers=1,
                                             num_attention_heads=2, intermediate_size=37, max_position_embeddings=66)
     model = models.constructor(config, ("sequence_classification",))(nnx.Rngs(0))
-    hf.export_pretrained(model, tmp_path / "roberta", vocab_file=REPO / "data/sample/bpe/tokenizer.json")
+    hf.export_pretrained(model, tmp_path / "roberta", vocab_file=SAMPLE / "bpe/tokenizer.json")
     source = sources.describe(str(tmp_path / "roberta"))
     vocab = vocabs.load(source.vocab_file, lowercase=source.lowercase)
     ours = encoding.encode(vocab.tokenizer(), PAIRS, 24, vocab.specials.pad, token_types=False)
@@ -105,7 +106,7 @@ def test_loss_equals_transformers(problem_type, num_labels, tmp_path):
 
 # --------------------------------------------------------------------------------------------- the command
 
-VOCAB = REPO / "data/sample/vocab/vocab.txt"
+VOCAB = SAMPLE / "vocab/vocab.txt"
 WORDS = [line.strip() for line in VOCAB.read_text().splitlines()[200:260]]
 
 

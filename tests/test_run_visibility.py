@@ -17,9 +17,10 @@ from bert_jax.configuration import load_config
 from bert_jax.data import inspect as data_inspect
 from bert_jax.interop import hf, hf_tokenizer
 from bert_jax.training import phases, run_summary
-from tests.run_helpers import REPO, overrides, records
+from tests.conftest import SAMPLE
+from tests.run_helpers import overrides, records
 
-SAMPLE_VOCAB = REPO / "data/sample/vocab/vocab.txt"
+SAMPLE_VOCAB = SAMPLE / "vocab/vocab.txt"
 TEXTS = [("Héllo, Wörld! The river [MASK] through the old town.", "Ünïcode naïve café 東京 don't"),
          ("  spaces\tand\nnewlines  ", "x" * 120), ("UPPER lower MiXeD 12,345.67", "")]
 

@@ -9,12 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import SAMPLE
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts/make_topic_task.py"
 spec = importlib.util.spec_from_file_location("make_topic_task", SCRIPT)
 make_topic_task = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(make_topic_task)
-CORPUS = sorted(str(p) for p in (REPO / "data/sample").glob("corpus-*.txt"))
+CORPUS = sorted(str(p) for p in SAMPLE.glob("corpus-*.txt"))
 
 
 def test_every_sample_document_gets_its_kind_in_the_corpus_proportions():
