@@ -17,9 +17,10 @@ import logging
 import sys
 from pathlib import Path
 
+from etils import epath
 from flax import nnx
 
-from bert_jax import errors, models, objectives
+from bert_jax import errors, models, objectives, storage
 from bert_jax.configuration import load_config, model_config, split_config_overrides
 from bert_jax.errors import CheckpointError
 from bert_jax.interop import hf, model_card
@@ -38,10 +39,10 @@ def load_run(workdir: str, step: int | None = None):
     metrics.jsonl at or before the step)."""
     model, config, step = checkpointing.load_run_model(workdir, step)
     data_dir = config.data.get("dir", "")
-    candidates = (Path(config.data.vocab_file), Path(data_dir) / "vocab.txt",
-                  Path(data_dir) / "tokenizer.json")  # the run's vocab, else the one its data was built with
-    vocab = next((str(p) for p in candidates if p.is_file()), None)
-    run = model_card.RunInfo(config, step, model_card.final_eval(Path(workdir) / METRICS_FILE, step))
+    candidates = (epath.Path(config.data.vocab_file), epath.Path(data_dir) / "vocab.txt",
+                  epath.Path(data_dir) / "tokenizer.json")  # the run's vocab, else its data's (gs:// too)
+    vocab = next((str(p) for p in candidates if str(p) not in ("", ".") and p.is_file()), None)
+    run = model_card.RunInfo(config, step, model_card.final_eval(epath.Path(workdir) / METRICS_FILE, step))
     return model, vocab, bool(config.data.lowercase), step, run
 
 
@@ -126,7 +127,7 @@ def _run(argv: list[str]) -> int:
     elif args.init.startswith("hf:"):
         if not args.init[3:]:
             parser.error("--init hf:DIR needs the directory, e.g. --init hf:path/to/model")
-        source = Path(args.init[3:])
+        source = Path(storage.local_copy(args.init[3:], flag="--model"))  # gs://: its local mirror
         if args.format == "onnx":  # the task's model: its fine-tuning head for the fine-tuning tasks
             model, report = onnx_export.load_pretrained(source, args.task, allow_missing=args.allow_missing)
             labels = hf.label_names(source) if (source / "config.json").is_file() else []
@@ -138,16 +139,18 @@ def _run(argv: list[str]) -> int:
                                     if (source / name).is_file()), None)
     else:
         parser.error(f"--init must be 'random' or 'hf:DIR', got {args.init!r}")
-    if vocab is not None and not Path(vocab).is_file():
+    if vocab is not None and not epath.Path(vocab).is_file():
         raise CheckpointError(f"vocab file {vocab} not found; pass --vocab PATH/vocab.txt (or PATH/tokenizer.json)")
     options = {"lowercase": lowercase} if args.workdir is not None else {}
-    if args.format == "onnx":
-        written, _ = onnx_export.export_onnx(model, args.output, task=args.task, vocab_file=vocab, force=args.force,
-                                             missing_heads=missing_heads, labels=labels or None, **options)
-    else:
-        written = hf.export_pretrained(model, args.output, vocab_file=vocab, force=args.force, run=run,
-                                       license=args.license, **options)
-    print(f"exported {', '.join(p.name for p in written)} to {Path(args.output).resolve()}")
+    with storage.staged_output(args.output) as output:  # gs://: written to its local mirror, then uploaded
+        if args.format == "onnx":
+            written, _ = onnx_export.export_onnx(model, output, task=args.task, vocab_file=vocab, force=args.force,
+                                                 missing_heads=missing_heads, labels=labels or None, **options)
+        else:
+            written = hf.export_pretrained(model, output, vocab_file=vocab, force=args.force, run=run,
+                                           license=args.license, **options)
+    target = args.output if storage.is_remote(args.output) else Path(args.output).resolve()
+    print(f"exported {', '.join(p.name for p in written)} to {target}")
     return 0
 
 

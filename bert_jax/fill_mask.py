@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from bert_jax import errors
+from bert_jax import errors, storage
 from bert_jax.data.tokenizers.model_dir import load_model_tokenizer
 from bert_jax.errors import CheckpointError
 from bert_jax.interop import hf
@@ -85,6 +85,7 @@ class FillMask:
     def __init__(self, model_dir: str | Path, backend: str = "jax", onnx_file: str = "model.onnx", *,
                  allow_missing: bool = False):
         self.model_dir = model_dir
+        model_dir = storage.local_copy(model_dir, flag="--model")  # a gs:// directory: its local mirror
         if backend == "onnxruntime":
             self._logits = _onnx_logits(model_dir, onnx_file)  # the ONNX file and config.json; no JAX model
             config = hf.config_from_hf(model_dir)

@@ -50,7 +50,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
-from bert_jax import errors, fileio
+from bert_jax import errors, fileio, storage
 from bert_jax.data import build_parts, build_resume, examples, sources, token_counts, worker_pool
 from bert_jax.data.build_layout import (DEFAULT_EXAMPLE_KIND, PARTS_DIR, SPLITS, STATS, BuildConfig, OutputShard,
                                         output_shard_path, part_records_path, part_stats_path,
@@ -326,20 +326,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         pair_options = _pair_options(args)
+        vocab = storage.local_copy(args.vocab, flag="--vocab")  # a gs:// vocab is read from its local mirror
         lowercase = args.lowercase
         if lowercase is None:  # the vocab's own casing: do_lower_case beside a vocab.txt; a BPE vocab is cased
-            kind, vocab_file = vocabs.detect_kind(args.vocab)
+            kind, vocab_file = vocabs.detect_kind(vocab)
             lowercase = kind == vocabs.WORDPIECE and wordpiece.is_lowercase_vocab(vocab_file)
         config = BuildConfig(
-            inputs=tuple(args.input), vocab=args.vocab, lowercase=lowercase, max_seq_lengths=args.max_seq_length,
+            inputs=tuple(args.input), vocab=vocab, lowercase=lowercase, max_seq_lengths=args.max_seq_length,
             dupe_factor=pair_options["dupe_factor"], short_seq_prob=pair_options["short_seq_prob"], seed=args.seed,
             eval_fraction=args.eval_fraction, text_field=args.text_field, input_format=args.input_format,
             tfds_data_dir=args.tfds_data_dir, tfds_records_per_shard=args.tfds_records_per_shard,
             num_output_shards=args.num_output_shards,
             random_next_window_documents=pair_options["random_next_window"],
             random_next_window_tokens=pair_options["random_next_window_tokens"], example_kind=args.example_kind)
-        report = build(config, args.output, workers=max(1, args.workers), force=args.force,
-                       rebuild_changed=args.rebuild_changed)
+        # gs://: built in the output's local mirror (resumable there), uploaded when the build succeeds
+        with storage.staged_output(args.output) as output:
+            report = build(config, output, workers=max(1, args.workers), force=args.force,
+                           rebuild_changed=args.rebuild_changed)
     except errors.UserError as error:
         return errors.report(PROG, error)
     except worker_pool.WorkerLostError as error:  # not bad input: the run failed (exit 1, as a failed training run)

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from bert_jax import errors
+from bert_jax import errors, storage
 from bert_jax.data import examples as example_kinds, inspect_table
 from bert_jax.data.build_layout import stored_example_kind
 from bert_jax.data.masking import MaskingConfig, VocabInfo
@@ -318,7 +318,8 @@ def format_text(report: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        report = inspect(args)
+        named, args.data_dir = args.data_dir, storage.local_copy(args.data_dir, flag="DATA_DIR")  # gs://: its mirror
+        report = {**inspect(args), "data_dir": named}
     # ValueError too: the masking settings (--max_predictions, --masked_lm_prob) are checked by MaskingConfig,
     # which raises ValueError, and a bad flag deserves one line, not a traceback.
     except (errors.UserError, ValueError) as error:

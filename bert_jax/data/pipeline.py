@@ -43,6 +43,7 @@ from typing import Sequence
 import grain
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data import examples as example_kinds
 from bert_jax.data import token_counts
 from bert_jax.data.build_layout import stored_example_kind
@@ -223,6 +224,7 @@ def make_loader(
         )
     batch_size = global_batch_size // process_count
 
+    data_dir = storage.local_copy(data_dir, flag="data.dir")  # array_record reads local files: gs:// is mirrored
     paths = shard_paths(data_dir, max_seq_length=max_seq_length, split=split)
     num_records = len(grain.sources.ArrayRecordDataSource(paths))
     if num_records == 0:

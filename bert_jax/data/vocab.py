@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from typing import Iterator, Sequence
 
-from bert_jax import errors
+from bert_jax import errors, storage
 from bert_jax.data.sources import InputShard, SourceStats, list_input_shards
 from bert_jax.data.tokenizers import bpe, vocabs, wordpiece
 from bert_jax.data.writable import check_output_directory
@@ -158,37 +159,46 @@ def _wordpiece_options(args: argparse.Namespace) -> dict[str, object]:
     return options
 
 
+def _learn_and_write(args: argparse.Namespace, options: dict[str, object], output: str):
+    """Learns the vocab of `args` and writes its files to `output` (a local directory)."""
+    notes: list[str] = []
+    shards = list_input_shards(args.input, text_field=args.text_field, input_format=args.input_format,
+                               tfds_data_dir=args.tfds_data_dir, wiki_cleanup=not args.no_wiki_cleanup,
+                               notes=notes)
+    for note in notes:  # what each directory or glob took and skipped
+        print(note, file=sys.stderr)
+    stats = SourceStats()
+    progress = ReadProgress(len(shards))
+    sentences = iterate_sentences(shards, stats, max_sentences=args.max_sentences, progress=progress,
+                                  join_documents=args.kind == vocabs.BPE)
+    started = time.monotonic()
+    if args.kind == vocabs.BPE:
+        tokenizer = bpe.learn_bpe(sentences, args.vocab_size, min_frequency=args.min_frequency)
+        progress.report(final=True)
+        vocab_path = bpe.write_vocab_dir(tokenizer, output)
+        size, learner = tokenizer.get_vocab_size(with_added_tokens=True), "byte-level BPE"
+        described = f"byte-level BPE, <mask> id {tokenizer.token_to_id(bpe.MASK)}"
+    else:
+        tokens = wordpiece.learn_vocab(sentences, args.vocab_size, lowercase=args.lowercase,
+                                       learner=options["learner"], max_alphabet=options["max_alphabet"],
+                                       sentencepiece_model_type=options["sentencepiece_model_type"])
+        progress.report(final=True)
+        vocab_path = wordpiece.write_vocab_dir(tokens, output, lowercase=args.lowercase)
+        size, learner = len(tokens), f"the {options['learner']} learner"
+        described = f"{options['learner']}, {'uncased' if args.lowercase else 'cased'}"
+    return vocab_path, size, learner, described, stats, started
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         options = _wordpiece_options(args)
-        check_output_directory(args.output)  # before the learning, which can take hours, not after
-        notes: list[str] = []
-        shards = list_input_shards(args.input, text_field=args.text_field, input_format=args.input_format,
-                                   tfds_data_dir=args.tfds_data_dir, wiki_cleanup=not args.no_wiki_cleanup,
-                                   notes=notes)
-        for note in notes:  # what each directory or glob took and skipped
-            print(note, file=sys.stderr)
-        stats = SourceStats()
-        progress = ReadProgress(len(shards))
-        sentences = iterate_sentences(shards, stats, max_sentences=args.max_sentences, progress=progress,
-                                      join_documents=args.kind == vocabs.BPE)
-        started = time.monotonic()
-        if args.kind == vocabs.BPE:
-            tokenizer = bpe.learn_bpe(sentences, args.vocab_size, min_frequency=args.min_frequency)
-            progress.report(final=True)
-            vocab_path = bpe.write_vocab_dir(tokenizer, args.output)
-            size, learner = tokenizer.get_vocab_size(with_added_tokens=True), "byte-level BPE"
-            described = f"byte-level BPE, <mask> id {tokenizer.token_to_id(bpe.MASK)}"
-        else:
-            tokens = wordpiece.learn_vocab(sentences, args.vocab_size, lowercase=args.lowercase,
-                                           learner=options["learner"], max_alphabet=options["max_alphabet"],
-                                           sentencepiece_model_type=options["sentencepiece_model_type"])
-            progress.report(final=True)
-            vocab_path = wordpiece.write_vocab_dir(tokens, args.output, lowercase=args.lowercase)
-            size, learner = len(tokens), f"the {options['learner']} learner"
-            described = f"{options['learner']}, {'uncased' if args.lowercase else 'cased'}"
+        if not storage.is_remote(args.output):
+            check_output_directory(args.output)  # before the learning, which can take hours, not after
+        with storage.staged_output(args.output) as output:  # gs://: written locally, uploaded at the end
+            vocab_path, size, learner, described, stats, started = _learn_and_write(args, options, output)
+        vocab_path = vocab_path if output == args.output else os.path.join(args.output, os.path.basename(vocab_path))
     except errors.UserError as error:
         return errors.report(PROG, error)
     if size < args.vocab_size:

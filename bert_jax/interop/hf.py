@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import save_file
 
-from bert_jax import fileio, models
+from bert_jax import fileio, models, storage
 from bert_jax.errors import CheckpointError
 from bert_jax.interop import hf_files, hf_names, hf_tokenizer, model_card
 from bert_jax.interop.hf_tokenizer import BPE_TOKENIZER_FILES
@@ -172,6 +172,7 @@ def write_config_and_tokenizer(model, output_dir: Path, *, vocab_file: str | os.
     written = [fileio.write_json(output_dir / "config.json",
                                  hf_config_dict(model.config, type(model).__name__, labels), indent=2)]
     if vocab_file is not None:
+        vocab_file = storage.local_copy(vocab_file, flag="vocab")  # a gs:// vocab: its local mirror
         written += hf_tokenizer.export_tokenizer(Path(vocab_file), output_dir, model.config.vocab_size,
                                                  architecture(model.config).tokenizer_class, lowercase)
     return written
@@ -344,20 +345,13 @@ def load_pretrained(model_dir: str | os.PathLike, *, seed: int = 0, heads: tuple
 def export_to(graphdef, params, workdir: str, *, vocab_file: str, lowercase: bool, name: str = "export",
               labels: Sequence[str] | None = None, run: model_card.RunInfo | None = None) -> list[Path]:
     """Writes WORKDIR/export (or WORKDIR/`name`), the Hugging Face directory of a run's parameters (host arrays),
-    replacing an earlier export there; `labels` and `run` (for the model card) as `export_pretrained`. `export_pretrained` writes a local directory atomically; an object-store workdir (gs://) gets a copy
-    of it."""
+    replacing an earlier export there; `labels` and `run` (for the model card) as `export_pretrained`. An object-store
+    workdir (gs://) gets the files written to its local mirror, then uploaded."""
     import logging
-    import tempfile
 
-    from etils import epath
-
-    out = epath.Path(workdir) / name
-    local = out if "://" not in str(workdir) else epath.Path(tempfile.mkdtemp(prefix="bert_jax_export_"))
-    written = export_pretrained(nnx.merge(graphdef, params), str(local), vocab_file=vocab_file, lowercase=lowercase,
-                                force=True, labels=labels, run=run)
-    if local != out:
-        out.mkdir(parents=True, exist_ok=True)
-        for path in written:
-            (local / path.name).copy(out / path.name, overwrite=True)
+    out = os.path.join(workdir, name)
+    with storage.staged_output(out) as local:
+        written = export_pretrained(nnx.merge(graphdef, params), local, vocab_file=vocab_file, lowercase=lowercase,
+                                    force=True, labels=labels, run=run)
     logging.getLogger("bert_jax").info("exported %s to %s", ", ".join(p.name for p in written), out)
     return written

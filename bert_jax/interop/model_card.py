@@ -50,7 +50,9 @@ def pipeline_tag(architecture_name: str) -> str:
 
 def final_eval(metrics_file: str | Path, step: int | None = None) -> dict | None:
     """The last eval line of a metrics.jsonl at or before `step` (any step when None); None when there is none."""
-    path = Path(metrics_file)
+    from etils import epath
+
+    path = epath.Path(metrics_file)  # a gs:// workdir's too
     if not path.is_file():
         return None
     found = None

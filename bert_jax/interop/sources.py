@@ -12,6 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
+from bert_jax import storage
 from bert_jax.errors import CheckpointError
 
 HF, WORKDIR = "hf", "workdir"
@@ -52,6 +55,8 @@ def describe(path: str) -> Source:
     from bert_jax.training.workdir import is_run_workdir
 
     spec, path = path, resolve(path)
+    if storage.is_remote(path) and epath.Path(path, "config.json").exists():
+        path = storage.local_copy(path, flag="--model")  # an HF directory on gs://: its local mirror
     root = Path(path)
     if (root / "config.json").is_file() and not is_run_workdir(path):
         from bert_jax.interop import hf
@@ -69,7 +74,7 @@ def describe(path: str) -> Source:
                                   "with a pre-trained encoder")
         lowercase = vocab.name == "vocab.txt" and is_lowercase_vocab(str(vocab))
         return Source(path, HF, config, str(vocab), lowercase)
-    if (root / "checkpoints").is_dir():
+    if epath.Path(path, "checkpoints").is_dir():  # a workdir, gs:// included: orbax reads it in place
         from bert_jax import models
         from bert_jax.training import checkpointing
 

@@ -9,7 +9,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
+from bert_jax import storage
 from bert_jax.data import build, examples as example_kinds, pipeline, token_counts
 from bert_jax.data.build_layout import stored_example_kind
 from bert_jax.data.masking import MaskingConfig, VocabInfo
@@ -34,30 +36,41 @@ def ensure_data(run_setup, plan: list[Phase]) -> None:
     embedding table, and its examples carrying every field the objective reads."""
     config = run_setup.config
     lengths = sorted({phase.max_seq_length for phase in plan})
-    missing = [n for n in lengths if not os.path.isdir(os.path.join(config.data.dir, f"seq_{n}"))]
+    missing = [n for n in lengths if not (epath.Path(config.data.dir) / f"seq_{n}").is_dir()]
     if missing and config.data.build_from:
         if jax.process_index() == 0:
             log.info("building %s from %s (sequence lengths %s)", config.data.dir, config.data.build_from, lengths)
-            build_config = build.BuildConfig(inputs=(config.data.build_from,), vocab=config.data.vocab_file,
+            build_config = build.BuildConfig(inputs=(config.data.build_from,),
+                                             vocab=storage.local_copy(config.data.vocab_file, flag="data.vocab_file"),
                                              lowercase=config.data.lowercase, max_seq_lengths=tuple(lengths),
                                              example_kind=config.data.example_kind,
                                              eval_fraction=config.data.get("build_eval_fraction", 0.01))
-            report = build.build(build_config, config.data.dir, workers=os.cpu_count() or 1)
+            with storage.staged_output(config.data.dir, flag="data.dir") as output:  # gs://: built, then uploaded
+                report = build.build(build_config, output, workers=os.cpu_count() or 1)
             overall = report.stats["overall"]
             log.info("built %s: %d documents, %d examples", config.data.dir, overall["documents"],
                      overall["examples"])
         sync("data built")
-    vocab = VocabInfo.from_data_dir(config.data.dir) if os.path.isdir(config.data.dir) else None
+    data_dir = local_data_dir(config)
+    vocab = VocabInfo.from_data_dir(data_dir) if os.path.isdir(data_dir) else None
     for phase in plan:  # a missing or incomplete dataset fails here, with the command that builds it
-        paths = pipeline.shard_paths(config.data.dir, max_seq_length=phase.max_seq_length, split="train")
+        paths = pipeline.shard_paths(data_dir, max_seq_length=phase.max_seq_length, split="train")
         if _masking(config, phase).frequency_smoothing > 0 and jax.process_index() == 0:
             # Frequency-smoothed masking reads the train split's token counts: one process counts an older build
             # (once, cached in the data dir) instead of every host at once.
-            token_counts.load_or_count(config.data.dir, max_seq_length=phase.max_seq_length, train_paths=paths,
+            token_counts.load_or_count(data_dir, max_seq_length=phase.max_seq_length, train_paths=paths,
                                        vocab_size=vocab.vocab_size)
     sync("token counts")
     _check_splits(config, plan)
     _check_fits(run_setup, vocab)
+
+
+def local_data_dir(config) -> str:
+    """`data.dir` as a local directory: itself, or for a gs:// dataset its local mirror (array_record reads local
+    files only), downloaded on first use with progress and reused by later runs on this machine."""
+    if storage.is_remote(config.data.dir) and epath.Path(config.data.dir).exists():
+        return storage.local_copy(config.data.dir, flag="--config.data.dir")
+    return config.data.dir  # local, or missing: the checks name it and say how to build it
 
 
 def _check_splits(config, plan: list[Phase]) -> None:
@@ -65,7 +78,7 @@ def _check_splits(config, plan: list[Phase]) -> None:
     stop the run at its first evaluation, after up to `eval_every` steps of work and before any checkpoint."""
     for phase in plan:
         for split in ("train", "eval"):
-            paths = pipeline.shard_paths(config.data.dir, max_seq_length=phase.max_seq_length, split=split)
+            paths = pipeline.shard_paths(local_data_dir(config), max_seq_length=phase.max_seq_length, split=split)
             count = pipeline.count_records(paths)
             needed = jax.process_count()
             if count < needed:
@@ -77,7 +90,7 @@ def _check_splits(config, plan: list[Phase]) -> None:
 
 def _check_fits(run_setup, vocab: VocabInfo) -> None:
     config, model = run_setup.config, run_setup.model_config
-    data_dir = config.data.dir
+    data_dir = local_data_dir(config)
     if vocab.kind != model.VOCAB_KIND:
         raise InputError(
             f"{data_dir} was built with a {vocab.kind} vocab ({vocab.vocab_size} tokens) but model.model_type "
@@ -146,7 +159,7 @@ def _masking(config, phase: Phase) -> MaskingConfig:
 def train_iterator(config, phase: Phase):
     """This host's batches of the phase, forever; checkpointable (`get_state`/`set_state`)."""
     loader = pipeline.make_loader(
-        config.data.dir, max_seq_length=phase.max_seq_length, split="train", global_batch_size=config.batch_size,
+        local_data_dir(config), max_seq_length=phase.max_seq_length, split="train", global_batch_size=config.batch_size,
         max_predictions=phase.max_predictions, seed=seed32(config), worker_count=config.data.worker_count,
         masking=_masking(config, phase),
     )
@@ -157,7 +170,7 @@ def eval_loader(config, phase: Phase):
     """This host's batches of the held-out split, in order, masked the same way every time (one epoch; the last
     batch padded, `example_weights` 0 on the padding)."""
     return pipeline.make_loader(
-        config.data.dir, max_seq_length=phase.max_seq_length, split="eval", global_batch_size=config.batch_size,
+        local_data_dir(config), max_seq_length=phase.max_seq_length, split="eval", global_batch_size=config.batch_size,
         max_predictions=phase.max_predictions, seed=seed32(config), masking=_masking(config, phase),
         num_epochs=1, shuffle=False, drop_remainder=False,
     )

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import tempfile
+import time
 from typing import Any
 
 import jax
@@ -30,6 +31,10 @@ log = logging.getLogger("bert_jax")
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+# A remote metrics.jsonl is rewritten at the first log line this long after its last upload (and at every
+# checkpoint and the end): a line waits at most this plus one log interval, and at most this long once a log
+# interval is longer than it, so a remote workdir's metrics are less than a minute old.
+REMOTE_UPLOAD_EVERY_S = 30.0
 # Step metrics that are read as they are rather than summed over the interval.
 _NOT_SUMMED = tuple(name for name in CORE_METRICS if name not in ("loss", "grad_norm"))
 
@@ -133,17 +138,20 @@ class MetricsWriter:
         self.enabled = enabled
         self.total_steps = total_steps
         self.train_metrics = train_metrics  # the objective's summaries shown on train lines
-        # Object stores (gs://) cannot append: the lines go to a local file that flush() copies to the workdir.
-        self._remote = epath.Path(workdir) / METRICS_FILE if "://" in str(workdir) else None
-        self._path = self._remote and epath.Path(tempfile.mkdtemp(prefix="bert_jax_metrics_")) / METRICS_FILE
-        self._path = self._path or epath.Path(workdir) / METRICS_FILE
-        if enabled and self._remote is not None and self._remote.exists():
-            self._path.write_text(self._remote.read_text())
+        # Object stores (gs://) cannot append: metrics.jsonl and the TensorBoard events go to a local directory
+        # whose files are copied to the workdir (`_upload`). tensorboardX's own gs:// writer is not used: it holds
+        # the whole event file in memory and uploads it again at exit.
+        self._remote = epath.Path(workdir) if "://" in str(workdir) else None
+        local = epath.Path(tempfile.mkdtemp(prefix="bert_jax_metrics_")) if self._remote else epath.Path(workdir)
+        self._local, self._path = local, local / METRICS_FILE
+        if enabled and self._remote is not None and (self._remote / METRICS_FILE).exists():
+            self._path.write_text((self._remote / METRICS_FILE).read_text())
+        self._uploaded_at = time.monotonic()
         self._tensorboard = None
         if enabled:
             from tensorboardX import SummaryWriter
 
-            self._tensorboard = SummaryWriter(logdir=str(epath.Path(workdir) / TENSORBOARD_DIR))
+            self._tensorboard = SummaryWriter(logdir=str(local / TENSORBOARD_DIR))
 
     def truncate_after(self, step: int) -> None:
         """Drops lines past `step` (from a run that was interrupted after its last checkpoint)."""
@@ -169,15 +177,27 @@ class MetricsWriter:
             if name not in ("step", "kind") and isinstance(value, (int, float)) and math.isfinite(value):
                 self._tensorboard.add_scalar(f"{prefix}/{name}", value, step)
         log.info(console_line(step, self.total_steps, record, self.train_metrics))
+        if self._remote is not None and time.monotonic() - self._uploaded_at >= REMOTE_UPLOAD_EVERY_S:
+            self._upload()
+
+    def _upload(self) -> None:
+        from bert_jax import storage
+
+        if self._tensorboard is not None:
+            self._tensorboard.flush()
+        for path in [self._path, *(self._local / TENSORBOARD_DIR).glob("*")]:
+            if path.is_file():
+                storage.upload_file(str(path), str(self._remote / path.relative_to(self._local)))
+        self._uploaded_at = time.monotonic()
 
     def flush(self) -> None:
         if self._tensorboard is not None:
             self._tensorboard.flush()
         if self.enabled and self._remote is not None and self._path.exists():
-            self._remote.write_text(self._path.read_text())
+            self._upload()
 
     def close(self) -> None:
-        self.flush()
         if self._tensorboard is not None:
             self._tensorboard.close()
-            self._tensorboard = None
+        self.flush()
+        self._tensorboard = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Iterator, Sequence
 
+from bert_jax import storage
 from bert_jax.data.sources.base import InputShard, SourceStats
 from bert_jax.data.sources.corpus_files import expand_input
 from bert_jax.data.sources.files import COMPRESSED_SUFFIXES, JsonlShard, ParquetShard, TextFileShard
@@ -58,7 +59,8 @@ def list_input_shards(inputs: Sequence[str], *, text_field: str = "text", input_
             shards_of_tfds += tfds_shards(item, text_field=text_field, data_dir=tfds_data_dir,
                                           records_per_shard=tfds_records_per_shard, wiki_cleanup=wiki_cleanup)
         else:
-            paths.update(os.path.normpath(path) for path in expand_input(item, excluded, notes))
+            for local in storage.local_inputs(item):  # a gs:// input is read from its local mirror
+                paths.update(os.path.normpath(path) for path in expand_input(local, excluded, notes))
     if paths and all(os.path.getsize(path) == 0 for path in paths):
         raise InputError(f"all input files are empty: {sorted(paths)[:5]}")
     shards: list[InputShard] = []
