@@ -27,7 +27,7 @@ from bert_jax.errors import InputError
 from bert_jax.interop import hf, sources
 from bert_jax.objectives.multiple_choice import MultipleChoice
 from bert_jax.objectives.token_classification import TokenClassification
-from tests.run_helpers import REPO
+from tests.conftest import SAMPLE
 from tests.test_finetune import WORDS, tiny_model  # noqa: F401  (tiny_model: a module fixture, made here once)
 from tests.test_roberta_model import random_weights
 from tests.test_task_heads import hf_config
@@ -207,7 +207,7 @@ def test_bpe_alignment_equals_run_ner(tmp_path):
     config = models.config_class("roberta")(vocab_size=4096, hidden_size=32, num_hidden_layers=1,
                                             num_attention_heads=2, intermediate_size=37, max_position_embeddings=66)
     model = models.constructor(config, ("token_classification",))(nnx.Rngs(0))
-    hf.export_pretrained(model, tmp_path / "roberta", vocab_file=REPO / "data/sample/bpe/tokenizer.json")
+    hf.export_pretrained(model, tmp_path / "roberta", vocab_file=SAMPLE / "bpe/tokenizer.json")
     check_alignment(tmp_path / "roberta", 40, False, token_types=False, add_prefix_space=True)
 
 
@@ -335,8 +335,7 @@ CLI_ARGS = ["--config.batch_size=16", "--config.phases=[{'max_seq_length': 32, '
 
 
 def run_cli(model, task, data, workdir):
-    argv = ["--config", str(REPO / "configs/finetune.py"), "--workdir", str(workdir), "--model", str(model),
-            "--task", task, "--data", str(data), *CLI_ARGS]
+    argv = ["--workdir", str(workdir), "--model", str(model), "--task", task, "--data", str(data), *CLI_ARGS]
     assert finetune.main(argv) == 0
     return json.loads((workdir / "best" / "best.json").read_text())
 
