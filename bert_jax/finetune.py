@@ -1,14 +1,16 @@
-"""CLI: fine-tune a pre-trained encoder with a classification head on a GLUE task or a table.
+"""CLI: fine-tune a pre-trained encoder with a task head on a GLUE task, a table, CoNLL NER or SWAG.
 
     python -m bert_jax.finetune --model SOURCE --task TASK --data PATH --workdir DIR [--config.FIELD=VALUE ...]
 
 SOURCE is a Hugging Face directory (config.json, safetensors, vocab.txt or tokenizer.json) or one of our training
 workdirs; TASK a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli; GLUE's folder as --data) or `table`
 (--data a directory of train/dev CSV, TSV, JSONL or Parquet files; --config.finetune.text_a/text_b/label_column),
-or `squad` / `squad_v2` (extractive question answering; --data holds SQuAD's train and dev JSON files).
+or `squad` / `squad_v2` (extractive question answering; --data holds SQuAD's train and dev JSON files), `conll`
+(token classification; CoNLL-2003 text files or a datasets export) or `swag` (multiple choice; SWAG's CSVs).
 The run is the trainer's (mesh, checkpoints with exact resume, preemption, logging) with the task's objective
-(`classification`; `question_answering` for SQuAD): evaluation every epoch, the best parameters by the task's metric exported to WORKDIR/best, the last to
-WORKDIR/export. Running the same command again resumes. Exit status as `python -m bert_jax.train`.
+(`classification`; `question_answering`, `token_classification`, `multiple_choice`): evaluation every epoch, the
+best parameters by the task's metric exported to WORKDIR/best, the last to WORKDIR/export. Running the same command
+again resumes. Exit status as `python -m bert_jax.train`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ def _flags(parser) -> None:
     parser.add_argument("--model", required=True, help="the pre-trained encoder: a Hugging Face directory or a "
                         "training --workdir")
     parser.add_argument("--task", required=True, help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, table, "
-                        "squad or squad_v2")
+                        "squad, squad_v2, conll or swag")
     parser.add_argument("--data", required=True, help="the task's data folder (GLUE's glue_data/<TASK>; SQuAD's "
-                        "train/dev JSON files)")
+                        "train/dev JSON files; CoNLL-2003's files; SWAG's train.csv and val.csv)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +40,8 @@ def _run(argv: list[str]) -> int:
     args, overrides = train.parse_args(
         argv, prog=PROG, default_config="finetune", extra=_flags,
         description="Fine-tune a pre-trained encoder with a task head: the trainer with the task's objective "
-        "(classification; question answering for squad and squad_v2). Any --config.FIELD=VALUE argument overrides a config field (e.g. "
+        "(classification; question answering for squad and squad_v2, token classification for conll, multiple "
+        "choice for swag). Any --config.FIELD=VALUE argument overrides a config field (e.g. "
         "--config.optimizer.learning_rate=3e-5 --config.finetune.epochs=2).")
     from bert_jax.data import tasks
 

@@ -32,20 +32,23 @@ def get_config(arg=None):
     config.finetune = finetune = ml_collections.ConfigDict()
     finetune.model = ""  # the pre-trained source: an HF directory or a training workdir (--model)
     finetune.init = "pretrained"  # "random": the source's architecture and tokenizer with fresh weights (a baseline)
-    finetune.task = ""  # a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), "table", "squad", "squad_v2"
-    finetune.data = ""  # the task's folder: glue_data/<TASK>, train/dev tables, or SQuAD's JSON files (--data)
+    finetune.task = ""  # a GLUE task (cola, sst2, ..., wnli), "table", "squad", "squad_v2", "conll" or "swag" (--task)
+    finetune.data = ""  # the task's folder: glue_data/<TASK>, train/dev tables, SQuAD, CoNLL or SWAG files (--data)
     finetune.epochs = 3.0  # passes over the train split (an epoch is ceil(N / batch_size) steps)
     finetune.warmup_fraction = 0.1  # share of all steps warming the learning rate up from 0
-    finetune.text_a = ""  # table task: the column of the (first) text
-    finetune.text_b = ""  # table task: the column of the second text of a pair ("" = single texts)
-    finetune.label_column = ""  # table task: the label's column
-    finetune.labels = []  # table task: label names in id order ([] = the sorted distinct train labels)
+    finetune.text_a = ""  # table task: the column of the (first) text; swag: the context's ("" = sent1)
+    finetune.text_b = ""  # table task: the column of the second text of a pair ("" = single texts); swag: sent2's
+    finetune.label_column = ""  # table task: the label's column; swag: the right choice's index ("" = label)
+    finetune.labels = []  # table task and conll: label names in id order ([] = the sorted distinct train labels)
     finetune.problem_type = "single_label_classification"  # table task: or "regression", "multi_label_classification"
     finetune.doc_stride = 128  # QA: context tokens a window shares with the one before (transformers' stride)
     finetune.max_query_length = 64  # QA: question tokens kept (the rest cut)
     finetune.max_answer_length = 30  # QA: the longest answer span predicted, in tokens
     finetune.n_best_size = 20  # QA: start and end candidates per window when choosing the answer span
     finetune.null_score_diff_threshold = 0.0  # SQuAD v2.0: answer "" when null score - best span score exceeds this
+    finetune.tag_column = -1  # conll: the tag's column in CoNLL text files (0 is the token; -1 = the last)
+    finetune.label_all_tokens = False  # conll: label every sub-token of a word (B-X as I-X), not only its first
+    finetune.choice_columns = []  # swag: the choices' columns in order ([] = the header's ending0, ending1, ...)
 
     config.model = model = ml_collections.ConfigDict()  # the architecture comes from finetune.model
     model.dtype = "float32"  # compute dtype: "bfloat16" on TPU/GPU for speed

@@ -71,9 +71,11 @@ def test_every_glue_task_reads_its_layout(name, tmp_path):
 
 def test_task_names_are_forgiving_and_unknown_ones_listed():
     assert tasks.get("SST-2").name == "sst2" and tasks.get("MNLI").name == "mnli"
-    with pytest.raises(InputError, match="task 'glu' does not exist; the tasks are cola, mnli, mrpc, qnli, qqp, "
-                                         "rte, squad, squad_v2, sst2, stsb, table, wnli"):
+    with pytest.raises(InputError, match="task 'glu' does not exist; the tasks are ") as error:
         tasks.get("glu")
+    listed = str(error.value).split("the tasks are ")[1].split(", ")
+    assert listed == sorted(listed) and {"cola", "mnli", "rte", "sst2", "squad", "squad_v2", "stsb", "table", "wnli",
+                                         "conll", "swag"} <= set(listed)
 
 
 def test_wrong_columns_are_an_error_naming_file_and_line(tmp_path):

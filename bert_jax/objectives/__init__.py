@@ -15,6 +15,8 @@ OBJECTIVES = {
     "distillation": ("bert_jax.objectives.distillation", "Distillation"),  # a student against a frozen teacher
     "classification": ("bert_jax.objectives.classification", "SequenceClassification"),  # fine-tuning (GLUE, tables)
     "question_answering": ("bert_jax.objectives.question_answering", "QuestionAnswering"),  # SQuAD v1.1 / v2.0
+    "token_classification": ("bert_jax.objectives.token_classification", "TokenClassification"),  # CoNLL NER
+    "multiple_choice": ("bert_jax.objectives.multiple_choice", "MultipleChoice"),  # SWAG
 }
 # What a run whose saved config predates `config.objective` was trained with.
 DEFAULT = "mlm_nsp"

@@ -108,14 +108,19 @@ class SequenceClassification(Objective):
             self._task_data = tasks.get(self.settings.task).read(self.settings.data, self.settings)
         return self._task_data
 
-    def task_examples(self) -> TaskExamples:
-        from bert_jax.data.tasks import encoding
+    def encoding_settings(self):
+        """(vocab, max_seq_length, token_types) that encode the task's examples: the source's tokenizer, the run's
+        one phase length, and whether the model reads token types (RoBERTa and DistilBERT do not)."""
         from bert_jax.data.tokenizers import vocabs
 
-        data = self.task_data()
         vocab = vocabs.load(self.config.data.vocab_file, lowercase=self.config.data.lowercase)
-        max_len = self.config.phases[0].max_seq_length
-        token_types = self.config.model.get("type_vocab_size", 1) > 1
+        return vocab, self.config.phases[0].max_seq_length, self.config.model.get("type_vocab_size", 1) > 1
+
+    def task_examples(self) -> TaskExamples:
+        from bert_jax.data.tasks import encoding
+
+        data = self.task_data()
+        vocab, max_len, token_types = self.encoding_settings()
 
         def fields(examples):
             arrays = encoding.encode(vocab.tokenizer(), examples, max_len, vocab.specials.pad, token_types)

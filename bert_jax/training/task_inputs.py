@@ -70,8 +70,8 @@ class TaskInputs:
         for name, fields in {"train": self.examples.train, **self.examples.eval_splits}.items():
             if not len(fields["input_ids"]):
                 raise InputError(f"the {name} split holds no examples")
-            if fields["input_ids"].shape[1] != plan[0].max_seq_length:
-                raise InputError(f"the {name} split is encoded at length {fields['input_ids'].shape[1]}, the run's "
+            if fields["input_ids"].shape[-1] != plan[0].max_seq_length:  # [N, S], or [N, C, S] (multiple choice)
+                raise InputError(f"the {name} split is encoded at length {fields['input_ids'].shape[-1]}, the run's "
                                  f"phase at {plan[0].max_seq_length}: fine-tuning runs one phase")
         log.info("task data: %d train examples (%d steps per epoch at batch %d); eval splits %s",
                  len(self.examples.train["input_ids"]),

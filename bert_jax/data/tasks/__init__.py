@@ -5,7 +5,8 @@ arguments), their label sets, problem types and metrics. Pure Python plus NumPy:
     data = task.read("glue_data/RTE")            # TaskData: train and dev examples, labels as indices or floats
 
 A task is a `Task` (base.py); GLUE's nine are in glue.py, the generic table task in tables.py, SQuAD v1.1 and v2.0
-(extractive question answering) in squad.py.
+(extractive question answering) in squad.py, CoNLL token classification in conll.py, SWAG multiple choice in
+swag.py.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ __all__ = ["Example", "Task", "TaskData", "get", "names"]
 
 
 def _tasks() -> dict[str, Task]:
-    from bert_jax.data.tasks import glue, squad, tables
+    from bert_jax.data.tasks import conll, glue, squad, swag, tables
 
-    return {**glue.TASKS, tables.TABLE.name: tables.TABLE, **squad.TASKS}
+    return {**glue.TASKS, tables.TABLE.name: tables.TABLE, **squad.TASKS, conll.CONLL.name: conll.CONLL,
+            swag.SWAG.name: swag.SWAG}
 
 
 def names() -> list[str]:
