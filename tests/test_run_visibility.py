@@ -83,6 +83,10 @@ def test_end_summary_numbers_are_the_runs(reference_run_result, sample_dataset):
     text = log[log.index("run summary (finished):"):]
     assert f"tokens      {expected_tokens:,} ({expected_tokens:,} in this run)" in text
     assert "steps       40\n" in text and f"final eval  step 40: mlm_loss {last_eval['mlm_loss']:.4f}" in text
+    # Accuracies read against uniform guessing: 1 / vocab size for the masked tokens, 1/2 for next-sentence.
+    assert summary["chance"] == {"mlm_accuracy": 1 / config.model.vocab_size, "nsp_accuracy": 0.5}
+    assert f"mlm_accuracy {last_eval['mlm_accuracy']:.4f} (chance {1 / config.model.vocab_size:.4g})" in text
+    assert f"nsp_accuracy {last_eval['nsp_accuracy']:.4f} (chance 0.5)" in text
 
 
 def test_the_export_is_hub_ready_with_a_model_card_of_the_run(reference_run, sample_dataset):

@@ -83,6 +83,11 @@ class Objective(abc.ABC):
     def flops_per_token(self, model_config, shape: BatchShape) -> float:
         """Training (forward + backward) model FLOPs per input token, multiply-add = 2 (for MFU)."""
 
+    def chance_levels(self, model_config) -> dict[str, float]:
+        """What guessing uniformly scores on each summarized metric (e.g. `mlm_accuracy`: 1 / vocab size), shown
+        next to the run's final eval so a small number reads against its baseline; none by default."""
+        return {}
+
     def frozen_spec(self) -> FrozenSpec | None:
         """The frozen model this objective reads, if any (none by default)."""
         return None

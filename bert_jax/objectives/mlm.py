@@ -41,6 +41,9 @@ class MaskedLM(Objective):
     def loss(self, sums, denominators):
         return sums["mlm_loss_sum"] / denominators["mlm"]
 
+    def chance_levels(self, model_config) -> dict[str, float]:
+        return {"mlm_accuracy": 1.0 / model_config.vocab_size}
+
     def summarize(self, sums):
         return losses.summarize_classification(sums, self._prefixes)
 

@@ -17,6 +17,9 @@ class MaskedLMAndNextSentence(MaskedLM):
     train_metrics = ("mlm_accuracy", "nsp_accuracy")
     _prefixes = ("mlm", "nsp")
 
+    def chance_levels(self, model_config) -> dict[str, float]:
+        return {**super().chance_levels(model_config), "nsp_accuracy": 0.5}
+
     def batch_contract(self, shape: BatchShape):
         contract = super().batch_contract(shape)
         contract["next_sentence_labels"] = ((shape.batch_size,), np.int32)  # 1 = B is a random segment

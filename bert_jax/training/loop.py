@@ -140,7 +140,8 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
             status=status, config=config, plan=plan, start_step=first_step, end_step=step,
             wall_s=time.perf_counter() - started, loop_s=time.perf_counter() - loop_started,
             flops_per_step=lambda p: _flops_per_step(run_setup, p), peak_flops=peak, final_eval=last_eval,
-            checkpoints=manager.all_steps(), checkpoint_dir=str(manager.directory), export=export)
+            checkpoints=manager.all_steps(), checkpoint_dir=str(manager.directory), export=export,
+            chance=run_setup.objective.chance_levels(run_setup.model_config))
         run_summary.report(result, workdir, is_chief)
         return result
 

@@ -70,6 +70,7 @@ class RunSummary:
     checkpoints: list[int]  # the steps kept in `checkpoint_dir`
     checkpoint_dir: str
     export: str | None  # WORKDIR/export when it was written
+    chance: dict[str, float] = dataclasses.field(default_factory=dict)  # uniform guessing's score per eval metric
 
     def lines(self) -> list[str]:
         from bert_jax.training.metrics import format_duration
@@ -82,7 +83,9 @@ class RunSummary:
                  f"  throughput  {self.tokens_per_s:,.0f} tokens/s",
                  f"  MFU         {100 * self.mfu:.1f}%"]
         if self.final_eval:
-            values = ", ".join(f"{name} {value:.4f}" for name, value in self.final_eval.items()
+            values = ", ".join(f"{name} {value:.4f}" + (f" (chance {self.chance[name]:.4g})" if name in self.chance
+                                                         else "")
+                               for name, value in self.final_eval.items()
                                if name not in ("step", "kind", "max_seq_length", "examples")
                                and isinstance(value, float))
             lines.append(f"  final eval  step {self.final_eval.get('step')}: {values}")
@@ -99,7 +102,7 @@ def tokens_between(plan: list[Phase], batch_size: int, start: int, end: int) -> 
 def summarize(*, status: str, config, plan: list[Phase], start_step: int, end_step: int, wall_s: float,
               loop_s: float, flops_per_step: Callable[[Phase], float], peak_flops: float,
               final_eval: dict[str, Any] | None, checkpoints: list[int], checkpoint_dir: str,
-              export: str | None) -> RunSummary:
+              export: str | None, chance: dict[str, float] | None = None) -> RunSummary:
     tokens_this_run = tokens_between(plan, config.batch_size, start_step, end_step)
     flops = sum(max(min(end_step, p.end) - max(start_step, p.start), 0) * flops_per_step(p) for p in plan)
     loop_s = max(loop_s, 1e-9)
@@ -107,7 +110,7 @@ def summarize(*, status: str, config, plan: list[Phase], start_step: int, end_st
                       tokens=tokens_between(plan, config.batch_size, 0, end_step), tokens_this_run=tokens_this_run,
                       tokens_per_s=tokens_this_run / loop_s, mfu=flops / loop_s / peak_flops,
                       final_eval=dict(final_eval) if final_eval else None, checkpoints=sorted(checkpoints),
-                      checkpoint_dir=checkpoint_dir, export=export)
+                      checkpoint_dir=checkpoint_dir, export=export, chance=dict(chance or {}))
 
 
 def report(summary: RunSummary, workdir: str, is_chief: bool) -> None:
