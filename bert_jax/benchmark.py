@@ -53,10 +53,10 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--phase", type=int, default=0,
                         help="index into config.phases whose sequence length and max predictions to use "
                         "(default %(default)s: the first phase)")
-    parser.add_argument("--seq_len", type=int, default=None,
+    parser.add_argument("--max_seq_length", "--seq_len", dest="seq_len", type=int, default=None,
                         help="sequence length (default: the phase's max_seq_length)")
     parser.add_argument("--max_predictions", type=int, default=None,
-                        help="masked positions per sequence (default: the phase's, or 15%% of --seq_len when that "
+                        help="masked positions per sequence (default: the phase's, or 15%% of --max_seq_length when that "
                         "differs from the phase's length)")
     parser.add_argument("--data", choices=("synthetic", "built"), default="synthetic",
                         help="synthetic batches of the batch contract, or batches from the built dataset in "
@@ -88,7 +88,7 @@ def _shape(config, args) -> tuple[int, int]:
         max_predictions = max(1, math.ceil(0.15 * seq_len))
     if not 8 <= seq_len <= config.model.max_position_embeddings:
         raise ConfigError(
-            f"--seq_len {seq_len} must be in [8, model.max_position_embeddings={config.model.max_position_embeddings}]"
+            f"--max_seq_length {seq_len} must be in [8, model.max_position_embeddings={config.model.max_position_embeddings}]"
         )
     if not 1 <= max_predictions <= seq_len:
         raise ConfigError(f"--max_predictions {max_predictions} must be in [1, seq_len={seq_len}]")
@@ -348,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.UserError as error:
         return errors.report("python -m bert_jax.benchmark", error)
     except RuntimeError as error:  # a non-finite loss: the numbers would be meaningless
-        print(f"error: {error}", file=sys.stderr)
+        print(f"python -m bert_jax.benchmark: error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result) if args.json else format_report(result))
     return 0

@@ -6,6 +6,7 @@ is a bug or a failed run and keeps its traceback. This module imports nothing he
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
@@ -40,3 +41,15 @@ def report(prog: str, error: UserError) -> int:
     message = " ".join(str(error).split("\n"))
     print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults in --help, but not where they say nothing: required flags, flags without a default
+    (None, False switches) and help texts that already state theirs."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.required or "%(default)" in text or action.default in (None, False, argparse.SUPPRESS)
+                or action.option_strings == [] or "default" in text.lower()):
+            return text
+        return super()._get_help_string(action)

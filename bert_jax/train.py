@@ -58,8 +58,10 @@ def parse_args(argv: list[str], *, prog: str = PROG, description: str = DESCRIPT
     group = parser.add_argument_group("multi-process (flags win over the BERT_JAX_* environment variables)")
     group.add_argument("--coordinator_address", default=os.environ.get(_ENV["coordinator_address"]),
                        help="HOST:PORT of process 0's coordinator")
-    group.add_argument("--num_processes", type=int, default=_env_int("num_processes"))
-    group.add_argument("--process_id", type=int, default=_env_int("process_id"))
+    group.add_argument("--num_processes", type=int, default=_env_int("num_processes"),
+                       help="number of processes (hosts) in the run")
+    group.add_argument("--process_id", type=int, default=_env_int("process_id"),
+                       help="this process's index, 0 .. num_processes - 1")
     if extra is not None:
         extra(parser)
     return parser.parse_args(argv), overrides

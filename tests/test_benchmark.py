@@ -32,7 +32,7 @@ from tests.conftest import REPO
 OPT = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01,
                                      warmup_steps=2, end_learning_rate=0.0, grad_clip_norm=1.0))
 # The CLI run: the tiny config (2 layers, hidden 128, vocab 4096, dropout 0.1) at batch 8 x 64 tokens.
-CLI_ARGS = ["--config", "configs/base_cased.py:tiny", "--config.batch_size=8", "--seq_len", "64", "--steps", "2",
+CLI_ARGS = ["--config", "configs/base_cased.py:tiny", "--config.batch_size=8", "--max_seq_length", "64", "--steps", "2",
             "--warmup", "1", "--peak_size", "256", "--json"]
 CLI_SHAPE = dict(batch=8, seq_len=64, max_predictions=10)  # 10 = ceil(15% of 64): the phase is 128 long
 # A second shape, without dropout (jax.nn.dot_product_attention), for the in-process checks.
@@ -238,7 +238,7 @@ def test_peak_flops_is_the_matmul_rate():
     [
         (["--config.model.hiden_size=64"], "unknown config field 'model.hiden_size'; did you mean model.hidden_size"),
         (["--phase", "5"], "--phase 5 is out of range: the config has 2 phase(s)"),
-        (["--seq_len", "4"], "--seq_len 4 must be in [8"),
+        (["--max_seq_length", "4"], "--max_seq_length 4 must be in [8"),
         (["--config", "configs/nope.py"], "config file configs/nope.py not found"),
         (["--config.mesh.data=3"], "needs 3 devices but 16 are available"),
     ],

@@ -260,7 +260,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Build pre-training examples (unmasked) as ArrayRecord shards, in parallel and resumably: BERT's "
                     "sentence pairs with NSP labels, or RoBERTa's packed sequences of whole sentences. Re-run the "
                     "same command to finish an interrupted build.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=errors.HelpFormatter)
     parser.add_argument("--input", action="extend", nargs="+", required=True,
                         help="text/JSONL/Parquet files, globs, directories, or tfds:NAME[/CONFIG][:VERSION][split]")
     parser.add_argument("--vocab", required=True,
@@ -283,7 +283,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="nsp_pairs: copies of each document, with pairings re-drawn per copy (default 5)")
     parser.add_argument("--short_seq_prob", type=float, default=argparse.SUPPRESS,
                         help="nsp_pairs: probability of a random shorter target length per document (default 0.1)")
-    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--seed", type=int, default=12345,
+                        help="seed of the example draws (segment lengths, random next segments, shuffling)")
     parser.add_argument("--eval_fraction", type=float, default=0.01,
                         help="fraction of documents held out for eval (by a hash of the document text)")
     casing = parser.add_mutually_exclusive_group()

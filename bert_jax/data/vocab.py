@@ -107,7 +107,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     "bpe (RoBERTa): a byte-level BPE with <s>=0, <pad>=1, </s>=2, <unk>=3 and <mask> last, as "
                     "vocab.json, merges.txt, tokenizer.json, tokenizer_config.json and special_tokens_map.json "
                     "(Hugging Face RobertaTokenizer).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=errors.HelpFormatter)
     parser.add_argument("--kind", choices=vocabs.KINDS, default=vocabs.WORDPIECE,
                         help="wordpiece: BERT's WordPiece; bpe: RoBERTa's byte-level BPE (cased, no [UNK] ever)")
     parser.add_argument("--input", nargs="+", required=True,
@@ -118,9 +118,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="number of tokens (ids), special tokens included; RoBERTa's is 50265")
     parser.add_argument("--min_frequency", type=int, default=bpe.DEFAULT_MIN_FREQUENCY,
                         help="bpe: merge only pairs seen at least this often")
-    parser.add_argument("--lowercase", action="store_true",
-                        help="wordpiece: uncased vocab (lowercase and strip accents, as bert-base-uncased); default "
-                             "cased")
+    casing = parser.add_mutually_exclusive_group()
+    casing.add_argument("--lowercase", dest="lowercase", action="store_true",
+                        help="wordpiece: uncased vocab (lowercase and strip accents, as bert-base-uncased)")
+    casing.add_argument("--cased", dest="lowercase", action="store_false",
+                        help="wordpiece: keep case and accents (the default)")
     parser.add_argument("--learner", choices=wordpiece.LEARNERS, default=argparse.SUPPRESS,
                         help="wordpiece: sentencepiece (default): sentencepiece BPE (or unigram) pieces converted to "
                              "WordPiece form; measured on held-out text it ties wordpiece on tokens per word "

@@ -11,7 +11,7 @@
     python -m bert_jax.launch down   --name bert-base --zone us-central2-b
     python -m bert_jax.launch watch  (the flags of up and run) [--max_restarts 5]
 
-Every subcommand takes --dry-run: the gcloud commands are printed, one per line, instead of run.
+Every subcommand takes --dry_run: the gcloud commands are printed, one per line, instead of run.
 Input is checked before anything is created; errors name the flag or config field and the fix (exit code 2).
 """
 
@@ -49,16 +49,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--name", required=True, help="TPU (and queued resource) name, e.g. bert-base-v4")
     group.add_argument("--zone", required=True, help="zone, e.g. us-central2-b (v4) or us-west4-a (v5e)")
     group.add_argument("--project", default=None, help="project ID (default: gcloud's configured project)")
-    group.add_argument("--queued", action=argparse.BooleanOptionalAction, default=True,
-                       help="create the slice as a queued resource (waits for capacity; default) or directly as a "
-                       "TPU VM (--no-queued); other subcommands find out which exists by themselves")
+    queued = group.add_mutually_exclusive_group()
+    queued.add_argument("--queued", dest="queued", action="store_true", default=True,
+                        help="create the slice as a queued resource (waits for capacity; the default); other "
+                        "subcommands find out which exists by themselves")
+    queued.add_argument("--no_queued", "--no-queued", dest="queued", action="store_false",
+                        help="create the slice directly as a TPU VM")
     group.add_argument("--internal_ip", action="store_true",
                        help="reach workers over internal IPs (when launching from a VM in the same network)")
     group.add_argument("--remote_dir", default=remote.DEFAULT_REMOTE_DIR,
                        help="job directory on each worker, relative to the home directory (default %(default)s)")
     group.add_argument("--poll_seconds", type=float, default=30.0,
                        help="seconds between state checks while waiting or watching (default %(default)s)")
-    group.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+    group.add_argument("--dry_run", "--dry-run", dest="dry_run", action="store_true",
                        help="print each gcloud command instead of running it")
     group.add_argument("--verbose", "-v", action="store_true",
                        help="also echo the read-only commands (describe, state checks) as they run")

@@ -145,7 +145,7 @@ class Job:
     """Everything a subcommand needs: where the TPU is, what to create, what to train, how often to look."""
 
     target: gcloud.Target
-    queued: bool  # create (and, under --dry-run, assume) a queued resource rather than a bare TPU VM
+    queued: bool  # create (and, under --dry_run, assume) a queued resource rather than a bare TPU VM
     request: gcloud.SliceRequest | None = None  # for up / watch
     accelerator: AcceleratorSpec | None = None
     training: TrainingSpec | None = None  # for run / watch

@@ -94,7 +94,7 @@ def _describe(argv: list[str], runner: Runner, what: str) -> dict | None:
 
 
 def inspect(target: gcloud.Target, runner: Runner, *, queued: bool, assume: str = READY) -> ResourceStatus:
-    """Describes the job's queued resource and node. Under --dry-run prints the commands and returns `assume`."""
+    """Describes the job's queued resource and node. Under --dry_run prints the commands and returns `assume`."""
     if runner.dry_run:
         runner.show(gcloud.queued_resource_describe(target) if queued else gcloud.tpu_vm_describe(target), query=True)
         if assume == ABSENT:
