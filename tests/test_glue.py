@@ -19,15 +19,15 @@ import transformers
 
 from bert_jax import finetune, glue, glue_submission, glue_table
 from bert_jax.data import tasks
-from bert_jax.data.tasks import Example, glue_tfds
+from bert_jax.data.tasks import glue_tfds
 from bert_jax.errors import InputError
 from tests.run_helpers import REPO, environment, records
 from tests.test_finetune import WORDS, rte_rows, tiny_model  # noqa: F401 (a fixture)
 from tests.test_finetune_tasks import write_tsv
 
 ARGS = ["--config.batch_size=16", "--config.phases=[{'max_seq_length': 32, 'fraction': 1.0, 'max_predictions': 1}]",
-        "--config.finetune.epochs=2", "--config.optimizer.learning_rate=1e-3", "--config.log_every=1",
-        "--config.peak_flops_per_device=1e10"]
+        "--config.finetune.epochs=1", "--config.optimizer.learning_rate=1e-3", "--config.log_every=1",
+        "--config.peak_flops_per_device=1e10", "--config.export_at_end=false"]
 MNLI_HEADER = ["index", "promptID", "sentence1", "sentence2", "gold_label"]
 STSB_HEADER = ["index", "genre", "sentence1", "sentence2", "score"]
 
@@ -116,7 +116,7 @@ def test_the_table_is_the_sweep_winners_best_dev_evaluation(glue_run):
         run = workdir / "MNLI" / row["run"]
         best = json.loads((run / "best" / "best.json").read_text())
         assert (row["metric"], row["value"], row["step"]) == ("accuracy", best["value"], best["step"])
-        assert row["epoch"] == best["step"] / 2  # 32 examples at batch 16: 2 steps an epoch
+        assert row["epoch"] == best["step"] / 2 == 1  # 32 examples at batch 16: 2 steps, one epoch
         assert max(r["learning_rate"] for r in records(run).values()) == pytest.approx(row["learning_rate"])
     winner = max(sweep["runs"], key=lambda row: row["value"])
     assert sweep["winner"] == winner["run"]
@@ -165,11 +165,10 @@ def hf_logits(model_dir, pairs):
 
 def test_submission_files_are_glues_layout_with_transformers_predictions(glue_run):
     """MNLI-m, MNLI-mm and AX (the diagnostic set, MNLI's model): GLUE's header, every test index in order, the
-    label names of transformers' argmax on the best export; our logits equal transformers' (1e-4)."""
+    label names of transformers' argmax on the best export (the logits themselves: the regression test below)."""
     _, _, workdir = glue_run
     submission = workdir / "submission"
     assert sorted(p.name for p in submission.iterdir()) == ["AX.tsv", "MNLI-m.tsv", "MNLI-mm.tsv"]
-    predictor = glue_submission.Predictor(workdir / "MNLI" / "best", 32)
     for name, rows in (("MNLI-m", mnli_rows(10, 3, False)), ("MNLI-mm", mnli_rows(9, 4, False)),
                        ("AX", mnli_rows(7, 5, False))):
         written = read_submission(submission / f"{name}.tsv")
@@ -177,14 +176,12 @@ def test_submission_files_are_glues_layout_with_transformers_predictions(glue_ru
         pairs = [(r[2], r[3]) for r in rows]
         logits, id2label = hf_logits(workdir / "MNLI" / "best", pairs)
         assert [label for _, label in written] == [id2label[int(i)] for i in logits.argmax(-1)]
-        ours = predictor.logits([Example(a, b, None) for a, b in pairs])
-        assert np.abs(ours - logits).max() <= 1e-4
     assert set(id2label.values()) == {"contradiction", "entailment", "neutral"}
 
 
 def test_regression_predictions_are_clipped_similarities(tiny_model, tmp_path):  # noqa: F811
-    """STS-B's file: transformers' regression output of the export, clipped to [0, 5], 3 decimals, 70 rows (more
-    than one batch)."""
+    """STS-B's file from a regression export: transformers' output on the same directory clipped to [0, 5] (our
+    jitted forward equals it: 3 decimals written), 70 rows (more than one batch, the last padded)."""
     from flax import nnx
 
     from bert_jax import models
@@ -198,12 +195,14 @@ def test_regression_predictions_are_clipped_similarities(tiny_model, tmp_path): 
     folder.mkdir()
     write_tsv(folder / "test.tsv", STSB_HEADER[:-1], rows)
     task = tasks.get("stsb")
-    written = glue_submission.write_task(task, task.read_test(str(folder)),
-                                         glue_submission.Predictor(tmp_path / "stsb", 32), tmp_path / "submission")
+    test_splits = task.read_test(str(folder))
+    predictor = glue_submission.Predictor(tmp_path / "stsb", 32)
+    written = glue_submission.write_task(task, test_splits, predictor, tmp_path / "submission")
     assert [p.name for p in written] == ["STS-B.tsv"]
     lines = read_submission(written[0])
     assert [index for index, _ in lines] == [r[0] for r in rows]
     logits, _ = hf_logits(tmp_path / "stsb", [(r[2], r[3]) for r in rows])
+    assert np.abs(predictor.logits(test_splits["test"].examples) - logits).max() <= 1e-4  # before clipping
     ours = np.array([float(value) for _, value in lines])
     assert np.abs(ours - np.clip(logits[:, 0], 0, 5)).max() <= 5e-4  # written with 3 decimals
     assert all(len(value.split(".")[1]) == 3 for _, value in lines)
@@ -238,7 +237,8 @@ def test_test_splits_of_every_layout(tmp_path):
     """GLUE's test.tsv layouts: an index column (QQP's `id`), the texts, no label; CoLA's has a header."""
     layouts = {"cola": (["index", "sentence"], ["0", "It rains."], ("It rains.", None)),
                "qqp": (["id", "question1", "question2"], ["7", "Why?", "How?"], ("Why?", "How?")),
-               "mrpc": (["index", "#1 ID", "#2 ID", "#1 String", "#2 String"], ["3", "1", "2", "A.", "B."], ("A.", "B.")),
+               "mrpc": (["index", "#1 ID", "#2 ID", "#1 String", "#2 String"], ["3", "1", "2", "A.", "B."],
+                        ("A.", "B.")),
                "qnli": (["index", "question", "sentence"], ["5", "Who?", "Ann."], ("Who?", "Ann."))}
     for name, (header, row, texts) in layouts.items():
         folder = tmp_path / name
@@ -300,6 +300,9 @@ def test_tfds_glue_reads_the_same_examples_as_the_tsvs(tfds_glue):
                                                                             for k, v in ours.dev.items()}
         assert task.read_test(f"tfds:glue@{data_dir}") == task.read_test(str(data / folder))
     assert "tensorflow" not in sys.modules
+    selected = glue.select_tasks(f"tfds:glue@{data_dir}", "")  # the runner finds the prepared configs
+    assert [glue.task_data(f"tfds:glue@{data_dir}", task) for task in selected] == [
+        f"tfds:glue/mnli@{data_dir}", f"tfds:glue/rte@{data_dir}"]
 
 
 def test_tfds_errors_say_how_to_prepare(tmp_path, tfds_glue):

@@ -82,6 +82,9 @@ def run(points: Sequence[Point], run_point: Callable[[Point, str], Outcome], wor
         signature: dict) -> SweepResult:
     """Runs (or skips, when finished with the same `signature`: the command's arguments) every point in
     WORKDIR/<point>/, then writes sweep.json and copies the winner's best/ to WORKDIR/best."""
+    import jax
+
+    is_chief = jax.process_index() == 0  # every process runs each point; one writes the sweep's own files
     root = epath.Path(workdir)
     rows = []
     for number, point in enumerate(points, 1):
@@ -100,12 +103,14 @@ def run(points: Sequence[Point], run_point: Callable[[Point, str], Outcome], wor
                          len(points), outcome.status)
                 return SweepResult(outcome.status, rows, None)
             done = {"signature": signature, "steps_per_epoch": outcome.steps_per_epoch}
-            write_json(done_file, done)
+            if is_chief:
+                write_json(done_file, done)
         rows.append(_row(point, run_dir, done["steps_per_epoch"]))
     winner = max(rows, key=lambda row: row["value"])  # the first of equals: the paper's order of rates
-    _copy_best(root / winner["run"] / BEST_DIR, root / BEST_DIR, winner["run"])
-    write_json(root / SWEEP_FILE, {"metric": winner["metric"], "runs": rows, "winner": winner["run"]})
-    print(table(rows, winner["run"]), flush=True)
+    if is_chief:
+        _copy_best(root / winner["run"] / BEST_DIR, root / BEST_DIR, winner["run"])
+        write_json(root / SWEEP_FILE, {"metric": winner["metric"], "runs": rows, "winner": winner["run"]})
+        print(table(rows, winner["run"]), flush=True)
     log.info("sweep winner %s: %s %.4f at epoch %g; its best parameters copied to %s", winner["run"],
              winner["metric"], winner["value"], winner["epoch"], root / BEST_DIR)
     return SweepResult("finished", rows, winner)
