@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def select_tasks(data: str, requested: str) -> list:
 
 def _present(data: str, task) -> bool:
     if data.startswith("tfds:"):  # a prepared TFDS config is a folder glue/<config> in the data dir
-        return (Path(data.partition("@")[2] or "~/tensorflow_datasets").expanduser() / "glue" / task.name).is_dir()
+        data_dir = data.partition("@")[2] or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")  # TFDS's default
+        return (Path(data_dir).expanduser() / "glue" / task.name).is_dir()
     return (Path(data) / task.directory).is_dir()
 
 
@@ -146,7 +148,9 @@ def _report(results: dict, failures: dict, model: str, workdir: Path) -> None:
     from bert_jax import glue_table
 
     summary = glue_table.summarize(results)
-    name = Path(model.rstrip("/")).name or model
+    path = Path(model.rstrip("/"))
+    # The row's label: the model's folder, with its parent when the folder's name says nothing (model, export, best).
+    name = f"{path.parent.name}/{path.name}" if path.name in ("model", "export", "best") else (path.name or model)
     text = glue_table.markdown(summary, name, failures)
     print(text, flush=True)
     workdir.mkdir(parents=True, exist_ok=True)
