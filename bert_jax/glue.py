@@ -85,7 +85,8 @@ def _run(argv: list[str]) -> int:
     args, overrides = train.parse_args(
         argv, prog=PROG, default_config="configs/finetune.py", extra=_flags,
         description="Fine-tune a pre-trained encoder on every GLUE task present (python -m bert_jax.finetune per "
-        "task, in WORKDIR/<TASK>), print the results table (dev-set numbers) and write GLUE submission files. Any "
+        "task, in WORKDIR/<TASK>; a local directory), print the results table (dev-set numbers) and write GLUE "
+        "submission files. Any "
         "--config.FIELD=VALUE argument overrides a config field of every task's run.")
     if "://" in args.workdir:
         raise errors.InputError(f"--workdir {args.workdir}: the GLUE runner writes its table and submission files "
