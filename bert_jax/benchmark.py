@@ -1,14 +1,15 @@
 """CLI: time the real jitted train step and report tokens/s, model FLOPs, MFU, compile time and memory.
 
     python -m bert_jax.benchmark --config configs/base_cased.py:small,uncased --steps 20 --json
-    python -m bert_jax.benchmark --config configs/base_cased.py --config.model.dtype=bfloat16 --phase 1
+    python -m bert_jax.benchmark --config configs/base_cased.py --phase 1          # bf16 compute (the default)
     python -m bert_jax.benchmark --config configs/base_cased.py:tiny --data built      # batches from config.data.dir
 
 The mesh, the objective, the sharded state and the step come from the trainer's own setup path
 (`training.setup.build`), so the number is the trainer's step, not a lookalike. Batches follow the objective's batch
 contract (synthetic by default, `data/synthetic.py`) and are placed on the mesh before timing, so the timing is the
 step alone. Each timed step ends with `jax.block_until_ready`. MFU divides the objective's model FLOPs (formula in
-docs/bench_train_step.md) by the matmul peak measured on the same device in the same run.
+docs/bench_train_step.md) by the chip's published bf16 peak on TPU and GPU (`training/chip_peaks.py`, as MaxText)
+and by the matmul peak measured on the same device in the same run on CPU (reported on accelerators too).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bert_jax import errors
 from bert_jax.configuration import load_config, split_config_overrides
 from bert_jax.data.synthetic import synthetic_batch
 from bert_jax.errors import ConfigError
-from bert_jax.training import flops, setup as setup_lib
+from bert_jax.training import chip_peaks, flops, setup as setup_lib
 
 # Distinct synthetic batches cycled through the timed steps (the step must not see one batch over and over, in case
 # anything were cached on its values; 4 is enough and cheap to hold on the device).
@@ -44,8 +45,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         "report median step time, tokens/s, model FLOPs per token, MFU against a matmul peak measured in the same "
         "run, compile time and peak memory. Extra --config.FIELD=VALUE arguments override config fields.",
     )
-    parser.add_argument("--config", default="configs/base_cased.py:small,uncased",
-                        help="config file[:variants] (default %(default)s: the CPU target's shape, vocab 30522)")
+    parser.add_argument("--config", default="base_cased:small,uncased",
+                        help="config file or bundled config name[:variants] (default %(default)s: the CPU target's "
+                             "shape, vocab 30522)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps after warm-up (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation (default %(default)s)")
     parser.add_argument("--phase", type=int, default=0,
@@ -239,6 +241,8 @@ def run(config, args) -> dict[str, Any]:
     probe.burst()
     ways = flops.peak_ways(bench.mesh.devices.flat)
     peak, peak_per_cpu_s = probe.peak().flops_per_s * ways, probe.peak().flops_per_cpu_s * ways
+    published = chip_peaks.published_peak_flops(devices[0].platform, devices[0].device_kind)
+    published_peak = published[0] * ways if published is not None else None
     step_s = statistics.median(step_times)
     tokens_per_step = config.batch_size * seq_len
     tokens_per_s = tokens_per_step / step_s
@@ -275,7 +279,10 @@ def run(config, args) -> dict[str, Any]:
         "peak_flops": peak,
         # every burst's rate (before, between and after the steps): how much the device drifted during the run
         "peak_flops_bursts": [rate.flops_per_s * ways for rate in probe.bursts],
-        "mfu": model_flops_per_token * tokens_per_s / peak,
+        # On TPU/GPU the chip's published bf16 peak (as MaxText reports MFU); None on CPU.
+        "peak_flops_published": published_peak,
+        "mfu": model_flops_per_token * tokens_per_s / (published_peak or peak),
+        "mfu_measured_peak": model_flops_per_token * tokens_per_s / peak,
         "cpu_s": statistics.median(cpu_times),
         "tokens_per_cpu_s": tokens_per_step / statistics.median(cpu_times),
         "peak_flops_per_cpu_s": peak_per_cpu_s,
@@ -316,6 +323,9 @@ def format_report(result: dict[str, Any]) -> str:
         f"{len(result['peak_flops_bursts'])} bursts around the steps: "
         f"{', '.join(f'{rate / 1e9:,.0f}' for rate in result['peak_flops_bursts'])})",
         f"  MFU         {result['mfu']:.1%}"
+        + (f" of the published peak {result['peak_flops_published'] / 1e12:,.1f} TFLOP/s "
+           f"({result['mfu_measured_peak']:.1%} of the measured matmul)"
+           if result.get("peak_flops_published") else "")
         + (f" (per CPU-second: {result['mfu_cpu_time']:.1%} of {result['peak_flops_per_cpu_s'] / 1e9:,.1f} "
            f"GFLOP/CPU-s; step {result['cpu_s']:.2f} CPU-s, {result['tokens_per_cpu_s']:,.0f} tokens/CPU-s)"
            if result["mfu_cpu_time"] is not None else ""),

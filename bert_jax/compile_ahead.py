@@ -311,8 +311,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "Any --config.FIELD=VALUE argument overrides a config field (e.g. --config.model.dtype=bfloat16 "
         "--config.mesh.fsdp=4).",
     )
-    parser.add_argument("--config", default="configs/base_cased.py",
-                        help="config file[:variants] (default %(default)s)")
+    parser.add_argument("--config", default="base_cased",
+                        help="config file or bundled config name[:variants] (default %(default)s)")
     parser.add_argument("--topology", default="v5e:4x4",
                         help="GENERATION:CHIPSHAPE (v4:2x2x4 = 16 chips, v5e:4x4, v5p:4x4x4) or an accelerator "
                         "type (v4-32, v5litepod-16, v5p-128); default %(default)s")

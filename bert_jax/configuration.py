@@ -1,4 +1,5 @@
-"""Loading, overriding and validating ml_collections config files (`configs/NAME.py[:ARG]`).
+"""Loading, overriding and validating ml_collections config files (`configs/NAME.py[:ARG]`, or a bundled config by
+name: `NAME[:ARG]`).
 
 A config file defines `get_config(arg=None)`; `arg` is a comma-separated list of variants (`tiny`, `uncased`, ...).
 Overrides are `FIELD=VALUE` strings (as `--config.FIELD=VALUE` on the command line) and may only name existing
@@ -18,7 +19,7 @@ from typing import Iterable, Sequence
 
 import ml_collections
 
-from bert_jax import models, objectives
+from bert_jax import bundled, models, objectives
 from bert_jax.errors import ConfigError
 from bert_jax.training import rules
 
@@ -32,11 +33,22 @@ def parse_variants(arg: str | None, known: Iterable[str]) -> set[str]:
     return variants
 
 
+def resolve_config_file(path_or_name: str | os.PathLike) -> Path:
+    """An existing file path first, else a bundled config by name (`base_cased` or `base_cased.py`, wherever bert_jax
+    is installed); anything else is one error listing the bundled configs."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    bundled_file = bundled.config_file(str(path_or_name))
+    if bundled_file is not None:
+        return bundled_file
+    raise ConfigError(f"config file {path} not found, and it names no bundled config; give a config file path or one "
+                      f"of the bundled configs {', '.join(bundled.config_names())} (e.g. --config base_cased:tiny)")
+
+
 def load_module(path: str | os.PathLike, name: str | None = None):
-    """Imports a config file by path (config files are not part of the installed package)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found (expected e.g. configs/base_cased.py)")
+    """Imports a config file by path or bundled name (config files are imported by path, not as package modules)."""
+    path = resolve_config_file(path)
     module_name = name or f"bert_jax_config_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
@@ -51,7 +63,7 @@ def load_sibling(config_file: str, name: str):
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
-    """`configs/base_cased.py:tiny` -> ("configs/base_cased.py", "tiny")."""
+    """`configs/base_cased.py:tiny` -> ("configs/base_cased.py", "tiny"); `base_cased:tiny` -> ("base_cased", "tiny")."""
     path, sep, arg = str(spec).partition(":")
     return path, (arg if sep else None)
 
@@ -84,6 +96,13 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path} defines no get_config(arg=None)")
     config = module.get_config(arg) if arg is not None else module.get_config()
+    return finish_config(config, overrides)
+
+
+def finish_config(config: ml_collections.ConfigDict, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """Applies `FIELD=VALUE` overrides to a config (in place), validates, and locks it."""
+    if isinstance(overrides, str):  # a lone "a=b" would otherwise be read character by character
+        overrides = [overrides]
     for override in overrides:
         field, sep, value = override.partition("=")
         if not sep:

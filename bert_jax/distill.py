@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     args, overrides = train.parse_args(
-        argv, prog=PROG, default_config="configs/distilbert_base_cased.py:tiny", extra=_flags,
+        argv, prog=PROG, default_config="distilbert_base_cased:tiny", extra=_flags,
         description="Distil a student from a frozen teacher: the trainer with the distillation objective. Any "
         "--config.FIELD=VALUE argument overrides a config field (e.g. --config.distillation.temperature=4).")
     if args.teacher:
@@ -62,9 +62,10 @@ def ensure_teacher(config) -> bool:
     False when that training was preempted before it finished."""
     from bert_jax.configuration import load_config
     from bert_jax.training import checkpointing, loop
+    from bert_jax.training.workdir import is_run_workdir
 
     teacher, recipe = config.distillation.teacher, config.distillation.teacher_train
-    if not recipe or os.path.isfile(os.path.join(teacher, "config.json")):
+    if not recipe or (os.path.isfile(os.path.join(teacher, "config.json")) and not is_run_workdir(teacher)):
         return True
     teacher_config = load_config(recipe, list(config.distillation.teacher_train_overrides))
     if checkpointing.checkpoint_dir(teacher).exists():

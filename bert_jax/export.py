@@ -22,17 +22,27 @@ from flax import nnx
 from bert_jax import errors, models, objectives
 from bert_jax.configuration import load_config, model_config, split_config_overrides
 from bert_jax.errors import CheckpointError
-from bert_jax.interop import hf
+from bert_jax.interop import hf, model_card
 from bert_jax.training import checkpointing
+from bert_jax.training.metrics import METRICS_FILE
 
 
 def load_from_workdir(workdir: str, step: int | None = None):
     """The model of a run's checkpoint (parameters only) -> (model, vocab file or None, lowercase, step)."""
+    model, vocab, lowercase, step, _ = load_run(workdir, step)
+    return model, vocab, lowercase, step
+
+
+def load_run(workdir: str, step: int | None = None):
+    """`load_from_workdir`'s values and the run's `model_card.RunInfo` (its config, the step, the last eval of its
+    metrics.jsonl at or before the step)."""
     model, config, step = checkpointing.load_run_model(workdir, step)
-    candidates = (Path(config.data.vocab_file), Path(config.data.dir) / "vocab.txt",
-                  Path(config.data.dir) / "tokenizer.json")  # the run's vocab, else the one its data was built with
+    data_dir = config.data.get("dir", "")
+    candidates = (Path(config.data.vocab_file), Path(data_dir) / "vocab.txt",
+                  Path(data_dir) / "tokenizer.json")  # the run's vocab, else the one its data was built with
     vocab = next((str(p) for p in candidates if p.is_file()), None)
-    return model, vocab, bool(config.data.lowercase), step
+    run = model_card.RunInfo(config, step, model_card.final_eval(Path(workdir) / METRICS_FILE, step))
+    return model, vocab, bool(config.data.lowercase), step, run
 
 
 def _onnx_exporter(task: str):
@@ -61,7 +71,8 @@ def _run(argv: list[str]) -> int:
         "--config.FIELD=VALUE arguments override config fields.",
     )
     parser.add_argument("--output", required=True, help="output directory (created; must be empty unless --force)")
-    parser.add_argument("--config", default="configs/base_cased.py:tiny", help="config file[:variants] (default %(default)s)")
+    parser.add_argument("--config", default="base_cased:tiny",
+                        help="config file or bundled config name[:variants] (default %(default)s)")
     parser.add_argument(
         "--init",
         default="random",
@@ -82,6 +93,9 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--task", default=None, help="with --format onnx: fill-mask (default), feature-extraction, "
                         "or, for a model with its fine-tuning head (e.g. a fine-tuning run's WORKDIR/best), "
                         "text-classification, token-classification, question-answering or multiple-choice")
+    parser.add_argument("--license", default=None,
+                        help="the model card's license, a Hub license id (default: the run's config.export_license, "
+                        f"else {model_card.DEFAULT_LICENSE})")
     parser.add_argument("--force", action="store_true", help="overwrite the export files in a non-empty --output")
     parser.add_argument("--allow_missing", action="store_true",
                         help="with --init hf:DIR (or --model DIR): export even if DIR lacks encoder weights "
@@ -94,12 +108,12 @@ def _run(argv: list[str]) -> int:
         onnx_export = _onnx_exporter(args.task)  # the extra and the task are checked before a model loads
     elif args.task is not None:
         parser.error("--task needs --format onnx")
-    missing_heads, labels = (), []
+    missing_heads, labels, run = (), [], None
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on read-only checkpoint directories
     if args.allow_missing and (args.workdir is not None or not args.init.startswith("hf:")):
         parser.error("--allow_missing applies to --init hf:DIR only")
     if args.workdir is not None:
-        model, vocab, lowercase, step = load_from_workdir(args.workdir, args.step)
+        model, vocab, lowercase, step, run = load_run(args.workdir, args.step)
         vocab = args.vocab or vocab
         print(f"exporting step {step} of {args.workdir}", file=sys.stderr)
     elif args.step is not None:
@@ -131,7 +145,8 @@ def _run(argv: list[str]) -> int:
         written, _ = onnx_export.export_onnx(model, args.output, task=args.task, vocab_file=vocab, force=args.force,
                                              missing_heads=missing_heads, labels=labels or None, **options)
     else:
-        written = hf.export_pretrained(model, args.output, vocab_file=vocab, force=args.force, **options)
+        written = hf.export_pretrained(model, args.output, vocab_file=vocab, force=args.force, run=run,
+                                       license=args.license, **options)
     print(f"exported {', '.join(p.name for p in written)} to {Path(args.output).resolve()}")
     return 0
 

@@ -4,9 +4,10 @@
 
 SOURCE is a Hugging Face directory (config.json, safetensors, vocab.txt or tokenizer.json) or one of our training
 workdirs; TASK a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli; GLUE's folder as --data) or `table`
-(--data a directory of train/dev CSV, TSV, JSONL or Parquet files; --config.finetune.text_a/text_b/label_column).
-The run is the trainer's (mesh, checkpoints with exact resume, preemption, logging) with the `classification`
-objective: evaluation every epoch, the best parameters by the task's metric exported to WORKDIR/best, the last to
+(--data a directory of train/dev CSV, TSV, JSONL or Parquet files; --config.finetune.text_a/text_b/label_column),
+or `squad` / `squad_v2` (extractive question answering; --data holds SQuAD's train and dev JSON files).
+The run is the trainer's (mesh, checkpoints with exact resume, preemption, logging) with the task's objective
+(`classification`; `question_answering` for SQuAD): evaluation every epoch, the best parameters by the task's metric exported to WORKDIR/best, the last to
 WORKDIR/export. Running the same command again resumes. Exit status as `python -m bert_jax.train`.
 
 --sweep runs the BERT paper's learning rates {5e-5, 4e-5, 3e-5, 2e-5} (or --sweep_learning_rates) x --sweep_seeds
@@ -27,9 +28,11 @@ PROG = "python -m bert_jax.finetune"
 def _flags(parser) -> None:
     parser.add_argument("--model", required=True, help="the pre-trained encoder: a Hugging Face directory or a "
                         "training --workdir")
-    parser.add_argument("--task", required=True, help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli or table")
-    parser.add_argument("--data", required=True, help="the task's data folder (GLUE's glue_data/<TASK>), or "
-                        "tfds:glue/<task>[@TFDS_DATA_DIR] for a prepared TFDS GLUE dataset")
+    parser.add_argument("--task", required=True, help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, table, "
+                        "squad or squad_v2")
+    parser.add_argument("--data", required=True, help="the task's data folder (GLUE's glue_data/<TASK>, or "
+                        "tfds:glue/<task>[@TFDS_DATA_DIR] for a prepared TFDS GLUE dataset; SQuAD's train/dev JSON "
+                        "files)")
     sweep_flags(parser)
 
 
@@ -101,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     args, overrides = train.parse_args(
-        argv, prog=PROG, default_config="configs/finetune.py", extra=_flags,
-        description="Fine-tune a pre-trained encoder with a classification head: the trainer with the "
-        "classification objective. Any --config.FIELD=VALUE argument overrides a config field (e.g. "
+        argv, prog=PROG, default_config="finetune", extra=_flags,
+        description="Fine-tune a pre-trained encoder with a task head: the trainer with the task's objective "
+        "(classification; question answering for squad and squad_v2). Any --config.FIELD=VALUE argument overrides a config field (e.g. "
         "--config.optimizer.learning_rate=3e-5 --config.finetune.epochs=2).")
     grid = sweep_grid(args)
     overrides += task_overrides(args.model, args.task, args.data)

@@ -83,7 +83,7 @@ def _present(data: str, task) -> bool:
 
 def _run(argv: list[str]) -> int:
     args, overrides = train.parse_args(
-        argv, prog=PROG, default_config="configs/finetune.py", extra=_flags,
+        argv, prog=PROG, default_config="finetune", extra=_flags,
         description="Fine-tune a pre-trained encoder on every GLUE task present (python -m bert_jax.finetune per "
         "task, in WORKDIR/<TASK>; a local directory), print the results table (dev-set numbers) and write GLUE "
         "submission files. Any "

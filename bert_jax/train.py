@@ -1,10 +1,19 @@
-"""CLI: pre-train a BERT-family encoder with the config's objective (BERT's MLM + NSP by default).
+"""CLI and Python API: pre-train a BERT-family encoder with the config's objective (BERT's MLM + NSP by default).
 
     python -m bert_jax.train --config configs/base_cased.py --workdir DIR [--config.FIELD=VALUE ...]
+    bert-jax-train --config base_cased:tiny --workdir DIR          # installed: a bundled config by name
 
-Running the same command again resumes from the latest checkpoint in DIR. Several hosts (or local processes): pass
---coordinator_address/--num_processes/--process_id, or the BERT_JAX_COORDINATOR_ADDRESS / BERT_JAX_NUM_PROCESSES /
-BERT_JAX_PROCESS_ID environment variables; on a Cloud TPU VM none are needed (JAX detects the slice).
+    import bert_jax
+    result = bert_jax.train("base_cased:tiny", "runs/tiny", overrides=["train_steps=100"])
+
+`bert_jax.train` is this module, made callable: calling it calls `run` (so `python -m bert_jax.train` and
+`from bert_jax import train; train.main(...)` keep working).
+
+Running the same command again resumes from the latest checkpoint in DIR. `--config.init_from=SOURCE` starts a fresh
+run from a trained model's weights instead of a random initialisation (docs/training.md). Several hosts (or local
+processes): pass --coordinator_address/--num_processes/--process_id, or the BERT_JAX_COORDINATOR_ADDRESS /
+BERT_JAX_NUM_PROCESSES / BERT_JAX_PROCESS_ID environment variables; on a Cloud TPU VM none are needed (JAX detects
+the slice).
 Exit status: 0 when finished or cleanly preempted (SIGTERM), 1 when training failed, 2 for bad configuration/input.
 """
 
@@ -14,6 +23,7 @@ import argparse
 import logging
 import os
 import sys
+import types
 
 from bert_jax import errors
 
@@ -27,11 +37,13 @@ _ENV = {
 PROG = "python -m bert_jax.train"
 DESCRIPTION = ("Pre-train a BERT-family encoder on a device mesh with the config's objective (MLM + NSP by default; "
                "--config.objective=mlm for masked LM alone). Any --config.FIELD=VALUE argument overrides a config "
-               "field (e.g. --config.train_steps=1000 --config.mesh.fsdp=4); see the config file for all fields.")
+               "field (e.g. --config.train_steps=1000 --config.mesh.fsdp=4); see the config file for all fields. "
+               "--config.init_from=hf:DIR (or hf:ORG/NAME in the local Hugging Face cache, or a workdir) continues "
+               "pre-training from a trained model, with its architecture and vocab.")
 
 
 def parse_args(argv: list[str], *, prog: str = PROG, description: str = DESCRIPTION,
-               default_config: str = "configs/base_cased.py:tiny",
+               default_config: str = "base_cased:tiny",
                extra=None) -> tuple[argparse.Namespace, list[str]]:
     """The training commands' flags (`extra(parser)` adds a command's own) and the config overrides."""
     from bert_jax.configuration import split_config_overrides
@@ -39,7 +51,8 @@ def parse_args(argv: list[str], *, prog: str = PROG, description: str = DESCRIPT
     argv, overrides = split_config_overrides(argv)
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", default=default_config,
-                        help="config file[:variants], e.g. configs/base_cased.py:small (default %(default)s)")
+                        help="config file or bundled config name, with :variants: configs/base_cased.py:small or "
+                             "base_cased:small (default %(default)s)")
     parser.add_argument("--workdir", required=True,
                         help="checkpoints, metrics.jsonl, TensorBoard events and the final export (local or gs://)")
     group = parser.add_argument_group("multi-process (flags win over the BERT_JAX_* environment variables)")
@@ -114,24 +127,65 @@ def prepare(args) -> None:
                         force=True)
     # orbax and grain log every save/restore phase at INFO through absl: keep their warnings only.
     logging.getLogger("absl").setLevel(logging.WARNING)
-    initialize_distributed(args)
-
     import jax
 
+    if not jax.distributed.is_initialized():  # a second run() in one process keeps the first's set-up
+        initialize_distributed(args)
     if jax.process_index() != 0:
         logging.getLogger().setLevel(logging.WARNING)
 
 
+def run(config_or_spec, workdir: str, overrides=()):
+    """Pre-trains as `python -m bert_jax.train` does and returns the loop's result (`.status` "finished" or
+    "preempted", `.step`, `.last_eval`); `bert_jax.train(...)` calls this.
+
+    `config_or_spec`: a ConfigDict (copied; not changed) or a spec string (`configs/base_cased.py:tiny`, or a bundled
+    config by name: `base_cased:tiny`). `overrides`: `FIELD=VALUE` strings, as `--config.FIELD=VALUE`. Sets up logging
+    like the command (INFO lines on the root logger) and `jax.distributed` from the BERT_JAX_* environment variables
+    or a detected cluster. Bad configuration raises `bert_jax.errors.ConfigError`, bad input `InputError`.
+    """
+    environment = argparse.Namespace(coordinator_address=os.environ.get(_ENV["coordinator_address"]),
+                                     num_processes=_env_int("num_processes"), process_id=_env_int("process_id"))
+    return _train(config_or_spec, os.fspath(workdir), overrides, environment)
+
+
 def _run(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
-    prepare(args)
-    from bert_jax.configuration import load_config
+    _train(args.config, args.workdir, overrides, args)
+    return 0
+
+
+def _train(config_or_spec, workdir: str, overrides, distributed: argparse.Namespace):
+    """The config checked first (nothing is set up for a bad one), then logging and processes, then the loop."""
+    from bert_jax.configuration import finish_config, load_config
+
+    if isinstance(config_or_spec, (str, os.PathLike)):
+        config = load_config(os.fspath(config_or_spec), overrides)
+    else:
+        import copy
+
+        config = finish_config(copy.deepcopy(config_or_spec), overrides)
+    prepare(distributed)
+    from bert_jax.interop import init_from
     from bert_jax.training import loop
 
-    config = load_config(args.config, overrides)
-    result = loop.run(config, args.workdir)
-    logging.info("%s at step %d; workdir %s", result.status, result.step, args.workdir)
-    return 0
+    # Setup takes init_from's architecture in any case; here a model field set on the command line that contradicts it
+    # is an error rather than replaced.
+    init_from.prepare_config(config, init_from.overridden_fields(overrides))
+    result = loop.run(config, workdir)
+    logging.info("%s at step %d; workdir %s", result.status, result.step, workdir)
+    return result
+
+
+class _CallableModule(types.ModuleType):
+    """`bert_jax.train(...)` is `bert_jax.train.run(...)`: the package's documented entry point keeps the module's
+    name, which `python -m bert_jax.train` and existing imports of the module need."""
+
+    def __call__(self, config_or_spec, workdir, overrides=()):
+        return run(config_or_spec, workdir, overrides)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """BERT-base, cased: the original pre-training recipe (Devlin et al. 2018), field by field.
 
-Variants (comma-separated after the path, e.g. `configs/base_cased.py:tiny,uncased`):
+Variants (comma-separated after the path or name, e.g. `configs/base_cased.py:tiny,uncased` or `base_cased:tiny`):
   uncased  lowercased text and the uncased vocabulary size (30522)
   small    4 layers, hidden 256, 4 heads: benchmarks and CPU experiments
   tiny     2 layers, hidden 128, trained in minutes on a laptop CPU on the bundled sample corpus
@@ -8,6 +8,7 @@ Variants (comma-separated after the path, e.g. `configs/base_cased.py:tiny,uncas
 
 import ml_collections
 
+from bert_jax.bundled import sample_path
 from bert_jax.configuration import parse_variants
 
 VARIANTS = ("uncased", "small", "tiny")
@@ -19,6 +20,7 @@ def get_config(arg=None):
     config = ml_collections.ConfigDict()
 
     config.objective = "mlm_nsp"  # "mlm_nsp" (masked LM + next sentence, the original) or "mlm" (masked LM alone)
+    config.init_from = ""  # continue from a trained model: hf:DIR, hf:ORG/NAME (HF cache), a workdir; "" = scratch
 
     config.model = model = ml_collections.ConfigDict()
     model.model_type = "bert"  # the architecture (Hugging Face's model_type)
@@ -34,7 +36,7 @@ def get_config(arg=None):
     model.type_vocab_size = 2  # segment ids: sentence A and B
     model.initializer_range = 0.02  # std of the truncated-normal initialiser
     model.layer_norm_eps = 1e-12  # LayerNorm epsilon, as the original
-    model.dtype = "float32"  # compute dtype: "bfloat16" on TPU/GPU for speed
+    model.dtype = "bfloat16"  # compute dtype on TPU/GPU (matmuls in bf16, float32 accumulation); CPU variants: float32
     model.param_dtype = "float32"  # parameter and optimizer-state storage (master weights)
     model.scan_layers = False  # encoder as a lax.scan over layers: faster compiles of deep models (docs/bench_train_step.md)
     model.dropout_impl = "auto"  # "stock" (nnx.Dropout), "threefry16" (faster on CPU), "auto": threefry16 on CPU only
@@ -50,6 +52,7 @@ def get_config(arg=None):
     data.static_masking = False  # True fixes each example's mask across epochs, as the original's offline masking
     data.worker_count = 2  # grain worker processes per host for masking and batching
     data.build_from = ""  # corpus glob to build data.dir from when it is missing ("" = it must exist)
+    data.build_eval_fraction = 0.01  # share of documents held out for eval when building from data.build_from
 
     config.batch_size = 256  # global batch (sequences per step over all hosts)
     config.train_steps = 1_000_000  # total optimizer steps over all phases
@@ -72,7 +75,7 @@ def get_config(arg=None):
     opt.grad_accum_steps = 1  # micro-batches per step when the global batch does not fit
 
     config.mesh = mesh = ml_collections.ConfigDict()
-    mesh.data = 16  # data-parallel replicas (16 chips: a v4-32 or v5litepod-16 slice), -1 = all remaining devices
+    mesh.data = -1  # data-parallel replicas: -1 = every device the other axes leave (16 chips: a v4-32 or v5litepod-16)
     mesh.fsdp = 1  # parameter/optimizer-state sharding ways
     mesh.tensor = 1  # tensor (heads / mlp) parallel ways
     mesh.rules = []  # (logical axis, mesh axis | [axes] | None) pairs replacing default sharding rules, e.g. [('vocab', None)]
@@ -88,6 +91,7 @@ def get_config(arg=None):
     config.profile_start_step = 10  # first step of the jax.profiler trace (when profile_steps > 0)
     config.profile_steps = 0  # steps traced into WORKDIR/profile for TensorBoard; 0 = no trace
     config.export_at_end = True  # write WORKDIR/export (Hugging Face safetensors directory) when training ends
+    config.export_license = "apache-2.0"  # the export's model-card license (a Hub id): the data's terms may need another
 
     if uncased:
         data.dir = "data/built/base_uncased"
@@ -101,23 +105,25 @@ def get_config(arg=None):
         config.batch_size = 32
         config.train_steps = 10_000
         opt.warmup_steps = 500
-        mesh.data = -1
         config.log_every = 20
         config.eval_every = 1000
         config.eval_steps = 20
         config.checkpoint_every = 1000
+        model.dtype = "float32"  # CPU experiments: bf16 matmuls are emulated (slow) on CPUs
 
     if "tiny" in variants:
-        model.vocab_size = 4096  # the sample corpus vocab (data/sample/vocab)
+        model.vocab_size = 4096  # the sample corpus vocab (data/sample/vocab; bert_jax.sample_data when installed)
         model.hidden_size = 128
         model.num_hidden_layers = 2
         model.num_attention_heads = 2
         model.intermediate_size = 512
         model.max_position_embeddings = 512
+        model.dtype = "float32"  # the laptop demo: bf16 matmuls are emulated (slow) on CPUs
         data.dir = "data/built/sample"
-        data.vocab_file = "data/sample/vocab/vocab.txt"
+        data.vocab_file = sample_path("vocab/vocab.txt")  # the package data's (data/sample/ in a checkout)
         data.lowercase = False
-        data.build_from = "data/sample/corpus-*.txt"  # the bundled sample corpus, built on first use
+        data.build_from = sample_path("corpus-*.txt")  # the bundled sample corpus, built on first use
+        data.build_eval_fraction = 0.05  # ~40 of 818 documents: every eval shard has several to draw random-next from
         config.batch_size = 32
         config.train_steps = 1000
         # Short sequences keep the demo to minutes on 2 CPU cores; both phases still run.
@@ -127,7 +133,6 @@ def get_config(arg=None):
         ]
         opt.learning_rate = 1e-3
         opt.warmup_steps = 100
-        mesh.data = -1
         config.log_every = 50
         config.eval_every = 500
         config.eval_steps = 10

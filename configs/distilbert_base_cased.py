@@ -16,6 +16,7 @@ Variants (comma-separated after the path):
 
 import ml_collections
 
+from bert_jax.bundled import sample_path
 from bert_jax.configuration import load_sibling, parse_variants
 
 base_cased = load_sibling(__file__, "base_cased")
@@ -41,7 +42,7 @@ def get_config(arg=None):
     model.activation = "gelu"  # exact (erf) GELU
     model.initializer_range = 0.02  # std of the truncated-normal initialiser (student_init="random")
     model.pad_token_id = 0  # [PAD]
-    model.dtype = "float32"  # compute dtype: "bfloat16" on TPU/GPU for speed
+    model.dtype = "bfloat16"  # compute dtype on TPU/GPU (matmuls in bf16, float32 accumulation); tiny: float32
     model.param_dtype = "float32"  # parameter and optimizer-state storage (master weights)
     model.scan_layers = False  # encoder as a lax.scan over layers
     model.dropout_impl = "auto"  # "stock" (nnx.Dropout), "threefry16" (faster on CPU), "auto": threefry16 on CPU only
@@ -85,10 +86,11 @@ def get_config(arg=None):
         model.n_heads = 2
         model.dim = 128
         model.hidden_dim = 512
+        model.dtype = "float32"  # the CPU demo: bf16 matmuls are emulated (slow) on CPUs
         data.dir = "data/built/sample_packed"
-        data.build_from = "data/sample/corpus-*.txt"  # the bundled sample corpus, built on first use
+        data.build_from = sample_path("corpus-*.txt")  # the bundled sample corpus, built on first use
         distill.teacher = "runs/distil_tiny_teacher"
-        distill.teacher_train = "configs/base_cased.py:tiny"  # a 4-layer BERT on the same corpus and vocab
+        distill.teacher_train = "base_cased:tiny"  # the bundled config: a 4-layer BERT on the same corpus and vocab
         distill.teacher_train_overrides = ["model.num_hidden_layers=4"]
         config.batch_size = 32
         config.train_steps = 1000

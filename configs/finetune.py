@@ -13,13 +13,15 @@ fills model.*, data.vocab_file, train_steps, eval_every and the warmup from them
 
 Variants (comma-separated after the path):
   tiny   batch 8, 64 tokens, 1 epoch: a quick check on a CPU
+  squad  SQuAD: learning rate 5e-5, batch 32, 2 epochs, 384 tokens, doc_stride 128 (with tiny: 16, and
+         questions of at most 16 tokens)
 """
 
 import ml_collections
 
 from bert_jax.configuration import parse_variants
 
-VARIANTS = ("tiny",)
+VARIANTS = ("tiny", "squad")
 
 
 def get_config(arg=None):
@@ -29,8 +31,9 @@ def get_config(arg=None):
 
     config.finetune = finetune = ml_collections.ConfigDict()
     finetune.model = ""  # the pre-trained source: an HF directory or a training workdir (--model)
-    finetune.task = ""  # a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or "table" (--task)
-    finetune.data = ""  # the task's folder: glue_data/<TASK>, or a directory of train/dev tables (--data)
+    finetune.init = "pretrained"  # "random": the source's architecture and tokenizer with fresh weights (a baseline)
+    finetune.task = ""  # a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), "table", "squad", "squad_v2"
+    finetune.data = ""  # the task's folder: glue_data/<TASK>, train/dev tables, or SQuAD's JSON files (--data)
     finetune.epochs = 3.0  # passes over the train split (an epoch is ceil(N / batch_size) steps)
     finetune.warmup_fraction = 0.1  # share of all steps warming the learning rate up from 0
     finetune.text_a = ""  # table task: the column of the (first) text
@@ -38,6 +41,11 @@ def get_config(arg=None):
     finetune.label_column = ""  # table task: the label's column
     finetune.labels = []  # table task: label names in id order ([] = the sorted distinct train labels)
     finetune.problem_type = "single_label_classification"  # table task: or "regression", "multi_label_classification"
+    finetune.doc_stride = 128  # QA: context tokens a window shares with the one before (transformers' stride)
+    finetune.max_query_length = 64  # QA: question tokens kept (the rest cut)
+    finetune.max_answer_length = 30  # QA: the longest answer span predicted, in tokens
+    finetune.n_best_size = 20  # QA: start and end candidates per window when choosing the answer span
+    finetune.null_score_diff_threshold = 0.0  # SQuAD v2.0: answer "" when null score - best span score exceeds this
 
     config.model = model = ml_collections.ConfigDict()  # the architecture comes from finetune.model
     model.dtype = "float32"  # compute dtype: "bfloat16" on TPU/GPU for speed
@@ -86,10 +94,17 @@ def get_config(arg=None):
     config.profile_start_step = 10  # first step of the jax.profiler trace (when profile_steps > 0)
     config.profile_steps = 0  # steps traced into WORKDIR/profile; 0 = no trace
     config.export_at_end = True  # write WORKDIR/export (the last parameters) when training ends
+    config.export_license = "apache-2.0"  # the export's model-card license (a Hub id): the data's terms may need another
 
+    if "squad" in variants:  # SQuAD (BERT paper sections 4.2-4.3, its run_squad.py; docs/finetune.md)
+        opt.learning_rate = 5e-5
+        finetune.epochs = 2.0
+        config.phases[0].max_seq_length = 384
     if "tiny" in variants:
         config.batch_size = 8
         config.phases[0].max_seq_length = 64
         finetune.epochs = 1.0
         config.log_every = 10
+        if "squad" in variants:  # a question and a context window that fit in 64 tokens
+            finetune.doc_stride = finetune.max_query_length = 16
     return config

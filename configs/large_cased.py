@@ -20,6 +20,6 @@ def get_config(arg=None):
     config.model.num_hidden_layers = 24  # encoder layers
     config.model.num_attention_heads = 16  # heads per attention layer (64-dim heads)
     config.model.intermediate_size = 4096  # feed-forward inner width
-    config.mesh.data = 16  # data-parallel groups
+    config.mesh.data = -1  # data-parallel groups: every device over the fsdp ways (16 on a 64-chip slice)
     config.mesh.fsdp = 4  # parameter/optimizer-state sharding within a group (64 chips in all)
     return config

@@ -10,6 +10,7 @@ Variants (comma-separated after the path, e.g. `configs/roberta_base.py:tiny`), 
 
 import ml_collections
 
+from bert_jax.bundled import sample_path
 from bert_jax.configuration import load_sibling, parse_variants
 
 base_cased = load_sibling(__file__, "base_cased")
@@ -44,17 +45,15 @@ def get_config(arg=None):
     config.phases = [ml_collections.ConfigDict(dict(max_seq_length=512, fraction=1.0, max_predictions=80))]
 
     if not variants & {"small", "tiny"}:
-        # 8K sequences per step: mesh.data x the per-device batch x grad_accum_steps (64 x 32 x 4), on a v5p-128
-        # slice (64 chips of 95 GiB).
+        # 8K sequences per step: devices x the per-device batch x grad_accum_steps (64 x 32 x 4), on a v5p-128
+        # slice (64 chips of 95 GiB; mesh.data -1 takes them all).
         config.batch_size = 8192
         config.train_steps = 500_000
         opt.learning_rate = 6e-4  # peak learning rate (base)
         opt.warmup_steps = 24_000
         opt.grad_accum_steps = 4
-        config.mesh.data = 64
         config.eval_steps = 20
         config.checkpoint_every = 5_000
-        config.peak_flops_per_device = 0.0  # e.g. 459e12 for v5p bf16; 0 = measure a matmul at start
     else:
         # Short sequences keep CPU runs to minutes.
         config.phases = [ml_collections.ConfigDict(dict(max_seq_length=128, fraction=1.0, max_predictions=20))]
@@ -62,5 +61,5 @@ def get_config(arg=None):
         model.vocab_size = 4096  # the sample corpus's BPE vocab (data/sample/bpe)
         model.max_position_embeddings = 514
         data.dir = "data/built/sample_roberta"
-        data.vocab_file = "data/sample/bpe/tokenizer.json"
+        data.vocab_file = sample_path("bpe/tokenizer.json")  # the package data's (data/sample/bpe/ in a checkout)
     return config

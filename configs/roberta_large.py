@@ -2,9 +2,9 @@
 beta1 0.9, beta2 0.98, eps 1e-6, weight decay 0.01, 30k warmup steps then linear decay, 500k steps of 8K sequences
 of 512 tokens (1024 V100s in the paper). The rest is `roberta_base.py`'s recipe.
 
-The 8K batch on a TPU slice, as in `roberta_base.py`: v5p-128 (64 chips of 95 GiB), mesh.data = 64, so each chip
-takes 8192 / 64 = 128 sequences per step, as optimizer.grad_accum_steps = 4 micro-batches of 32 (64 x 32 x 4 =
-8192). `python -m bert_jax.compile_ahead --config configs/roberta_large.py --topology v5p-128` checks that it fits
+The 8K batch on a TPU slice, as in `roberta_base.py`: v5p-128 (64 chips of 95 GiB; mesh.data = -1 takes them
+all), so each chip takes 8192 / 64 = 128 sequences per step, as optimizer.grad_accum_steps = 4 micro-batches of 32
+(64 x 32 x 4 = 8192). `python -m bert_jax.compile_ahead --config configs/roberta_large.py --topology v5p-128` checks that it fits
 (docs/scale_projection.md). Variants are those of `roberta_base.py`.
 """
 

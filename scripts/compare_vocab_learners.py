@@ -33,6 +33,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bert_jax import bundled  # noqa: E402
 from bert_jax.data import sources  # noqa: E402
 from bert_jax.data.tokenizers import wordpiece  # noqa: E402
 
@@ -45,8 +46,7 @@ HELD_OUT_EVERY = 10
 
 
 def sample_inputs() -> list[str]:
-    return sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "sample",
-                                         "corpus-*.txt")))
+    return sorted(glob.glob(bundled.sample_path("corpus-*.txt")))
 
 
 def docs_inputs(work_dir: str, max_mb: float) -> list[str]:

@@ -136,6 +136,7 @@ def test_cli_json_fields_are_consistent(cli_result):
     assert 0 < r["peak_flops"] < 1e16 and 0 < r["mfu"] < 1
     assert len(r["peak_flops_bursts"]) == 3 and r["peak_flops"] == max(r["peak_flops_bursts"])
     assert r["compile_s"] > 0
+    assert r["peak_flops_published"] is None and r["mfu_measured_peak"] == r["mfu"]  # CPU: the measured peak
     assert r["memory"]["host_peak_rss_bytes"] > 0
     # XLA's plan holds at least the train state (params + 2 Adam moments, f32) as arguments.
     assert r["memory"]["xla_argument_size"] >= 3 * 4 * r["parameters"]
@@ -194,6 +195,32 @@ def test_formula_terms_scale_as_documented():
     assert per_prediction == pytest.approx(6 * (64 * 64 + 64 * 1000) / 64, rel=1e-12)
     with pytest.raises(ValueError, match="seq_len"):
         flops_per_token(config, 0, 1)
+
+
+@pytest.mark.parametrize("platform,kind,per_device", [
+    ("tpu", "TPU v4", 275e12),  # one megacore device per chip
+    ("tpu", "TPU v5 lite", 197e12),
+    ("tpu", "TPU v5", 459e12),  # v5p
+    ("tpu", "TPU v6 lite", 918e12),
+    ("tpu", "TPU v3", 61.5e12),  # 123 TFLOP/s per chip, two devices (cores) per chip
+    ("gpu", "NVIDIA H100 80GB HBM3", 989.4e12),
+    ("gpu", "NVIDIA H100 PCIe", 756e12),
+    ("gpu", "NVIDIA A100-SXM4-40GB", 312e12),
+    ("gpu", "NVIDIA L4", 121e12),
+])
+def test_published_peaks_of_tpu_and_gpu_chips(platform, kind, per_device):
+    from bert_jax.training import chip_peaks
+
+    peak, source = chip_peaks.published_peak_flops(platform, kind)
+    assert peak == pytest.approx(per_device, rel=1e-12) and "peak" in source
+
+
+def test_cpus_and_unknown_chips_have_no_published_peak():
+    from bert_jax.training import chip_peaks
+
+    assert chip_peaks.published_peak_flops("cpu", "cpu") is None
+    assert chip_peaks.published_peak_flops("gpu", "Some Future GPU") is None
+    assert chip_peaks.published_peak_flops("tpu", "TPU v9 experimental") is None
 
 
 def test_peak_flops_rejects_unknown_dtype():

@@ -16,11 +16,11 @@ from bert_jax.data.sources import SourceStats, iterate_documents, list_input_sha
 from bert_jax.data.tokenizers import bpe, vocabs, wordpiece
 from bert_jax.data.tokenizers.chunk_encoder import BYTE_LEVEL_CHUNKS, CachedSentenceEncoder
 from bert_jax.errors import InputError
-from tests.conftest import REPO
+from tests.conftest import SAMPLE
 from tests.test_vocab import UNICODE_TEXTS
 
-SAMPLE_BPE = REPO / "data" / "sample" / "bpe"
-SAMPLE_WORDPIECE = REPO / "data" / "sample" / "vocab" / "vocab.txt"
+SAMPLE_BPE = SAMPLE / "bpe"
+SAMPLE_WORDPIECE = SAMPLE / "vocab" / "vocab.txt"
 # UNICODE_TEXTS (accents, CJK, emoji, control characters, 200+ character words, special tokens in text) plus what a
 # byte-level tokenizer treats differently: leading, trailing and repeated spaces, newlines, <mask> with and without
 # the space before it, contractions, a 200-character word.
@@ -101,7 +101,7 @@ def test_build_tokenizes_each_document_as_hf_tokenizes_its_text(tmp_path, hf_tok
 def test_learned_vocab_has_robertas_special_ids_and_files(tmp_path, capsys):
     from transformers import AutoTokenizer
 
-    corpus = sorted(glob.glob(str(REPO / "data" / "sample" / "corpus-0[01].txt")))
+    corpus = sorted(glob.glob(str(SAMPLE / "corpus-0[01].txt")))
     assert vocab.main(["--kind", "bpe", "--input", *corpus, "--output", str(tmp_path / "v"),
                        "--vocab_size", "400"]) == 0
     assert "<mask> id 399" in capsys.readouterr().out
@@ -122,7 +122,7 @@ def test_learned_vocab_has_robertas_special_ids_and_files(tmp_path, capsys):
 
 
 def test_committed_sample_bpe_vocab_regenerates_byte_for_byte(tmp_path):
-    shards = list_input_shards(sorted(glob.glob(str(REPO / "data" / "sample" / "corpus-*.txt"))))
+    shards = list_input_shards(sorted(glob.glob(str(SAMPLE / "corpus-*.txt"))))
     texts = vocab.iterate_sentences(shards, SourceStats(), join_documents=True)
     bpe.write_vocab_dir(bpe.learn_bpe(texts, 4096), str(tmp_path))
     for name in bpe.FILES:
@@ -131,7 +131,7 @@ def test_committed_sample_bpe_vocab_regenerates_byte_for_byte(tmp_path):
 
 
 def test_cli_refuses_wordpiece_options_and_tiny_sizes(tmp_path, capsys):
-    corpus = str(REPO / "data" / "sample" / "corpus-00.txt")
+    corpus = str(SAMPLE / "corpus-00.txt")
     for extra in (["--lowercase"], ["--learner", "wordpiece"], ["--max_alphabet", "10"]):
         assert vocab.main(["--kind", "bpe", "--input", corpus, "--output", str(tmp_path), *extra]) == 2
         assert f"{extra[0]}: options of --kind wordpiece" in capsys.readouterr().err

@@ -20,11 +20,11 @@ import pytest
 from bert_jax.data import build, build_parts, fingerprints, vocab
 from bert_jax.data.build_layout import MANIFEST
 from bert_jax.errors import InputError
-from tests.conftest import REPO
+from tests.conftest import REPO, SAMPLE
 from tests.data_helpers import killed_while_building_part
 
-SAMPLE_TEXT = REPO / "data" / "sample" / "corpus-00.txt"
-SAMPLE_VOCAB = REPO / "data" / "sample" / "vocab"
+SAMPLE_TEXT = SAMPLE / "corpus-00.txt"
+SAMPLE_VOCAB = SAMPLE / "vocab"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root ignores permission bits
 
 

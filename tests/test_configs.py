@@ -10,7 +10,7 @@ from bert_jax.models.bert import count_parameters
 from bert_jax.models.roberta import RobertaForMaskedLM
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_FILES = sorted((REPO / "configs").glob("*.py"))
+CONFIG_FILES = sorted(path for path in (REPO / "configs").glob("*.py") if not path.name.startswith("_"))
 
 
 def _variant_args(path) -> list[str]:
@@ -45,7 +45,9 @@ def test_base_cased_is_the_original_recipe():
     o = c.optimizer
     assert (o.learning_rate, o.b1, o.b2, o.eps, o.weight_decay) == (1e-4, 0.9, 0.999, 1e-6, 0.01)
     assert (o.warmup_steps, o.end_learning_rate) == (10_000, 0.0)
-    assert c.mesh.data * c.mesh.fsdp * c.mesh.tensor == 16
+    # bf16 compute with f32 master weights on the target hardware; the data axis takes every device.
+    assert (c.model.dtype, c.model.param_dtype) == ("bfloat16", "float32")
+    assert (c.mesh.data, c.mesh.fsdp, c.mesh.tensor) == (-1, 1, 1)
 
 
 def test_large_overrides_base_to_340m():
@@ -111,8 +113,21 @@ def test_roberta_large_is_the_model_card():
     assert (o.warmup_steps, o.end_learning_rate, c.train_steps) == (30_000, 0.0, 500_000)
     assert [(p.max_seq_length, p.fraction) for p in c.phases] == [(512, 1.0)]
     # 8K sequences: devices x per-device micro-batch x accumulation (the mesh is a v5p-128 slice's 64 chips).
-    per_device_micro_batch = c.batch_size // (c.mesh.data * c.mesh.fsdp) // o.grad_accum_steps
-    assert c.batch_size == 8192 == c.mesh.data * c.mesh.fsdp * per_device_micro_batch * o.grad_accum_steps
+    assert (c.mesh.data, c.mesh.fsdp) == (-1, 1) and (c.model.dtype, c.model.param_dtype) == ("bfloat16", "float32")
+    per_device_micro_batch = c.batch_size // 64 // o.grad_accum_steps
+    assert c.batch_size == 8192 == 64 * per_device_micro_batch * o.grad_accum_steps
     assert 330e6 < count_parameters(model_config(c), RobertaForMaskedLM) < 360e6  # 355M as released
     base = load_config(str(REPO / "configs/roberta_base.py"))
     assert (base.optimizer.learning_rate, base.optimizer.warmup_steps, base.model.hidden_size) == (6e-4, 24_000, 768)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: Path(s.split(":")[0]).name + (":" + s.split(":")[1] if ":" in s else ""))
+def test_target_hardware_computes_in_bf16_and_cpu_variants_in_f32(spec):
+    """Full-size pre-training configs run on TPU/GPU: bf16 compute, f32 master weights, the data axis over every
+    device. The CPU variants (small, tiny) and fine-tuning (a CPU-sized default) stay f32."""
+    config = load_config(spec)
+    variants = set(spec.partition(":")[2].split(","))
+    cpu_sized = bool(variants & {"small", "tiny"}) or config.objective == "classification"
+    assert config.model.param_dtype == "float32"
+    assert config.model.dtype == ("float32" if cpu_sized else "bfloat16"), spec
+    assert config.mesh.data == -1, spec

@@ -16,7 +16,8 @@ from bert_jax import distill, errors
 from bert_jax.configuration import load_config
 from bert_jax.data import build
 from bert_jax.training import checkpointing, loop as trainer, setup
-from tests.run_helpers import ONE_PHASE, REPO, losses, overrides, records
+from tests.conftest import SAMPLE
+from tests.run_helpers import ONE_PHASE, losses, overrides, records
 
 STEPS = 12
 SMALL_STUDENT = {"model.dim": 32, "model.n_heads": 2, "model.hidden_dim": 64, "model.n_layers": 1,
@@ -28,8 +29,8 @@ def packed_wordpiece(tmp_path_factory):
     """The sample corpus packed into full sentences with the WordPiece sample vocab: data a BERT teacher and a
     DistilBERT student (one token type) both read."""
     output = tmp_path_factory.mktemp("distil_data") / "built"
-    build.build(build.BuildConfig(inputs=(str(REPO / "data/sample/corpus-00.txt"),),
-                                  vocab=str(REPO / "data/sample/vocab/vocab.txt"), lowercase=False,
+    build.build(build.BuildConfig(inputs=(str(SAMPLE / "corpus-00.txt"),),
+                                  vocab=str(SAMPLE / "vocab/vocab.txt"), lowercase=False,
                                   max_seq_lengths=(32,), eval_fraction=0.05, example_kind="full_sentences"),
                 str(output), workers=1)
     return output
@@ -155,3 +156,19 @@ def test_a_teacher_of_another_vocabulary_is_refused_before_training(packed_wordp
 def test_distill_cli_reports_a_config_without_the_objective(capsys, tmp_path):
     assert distill.main(["--config", "configs/base_cased.py:tiny", "--workdir", str(tmp_path / "w")]) == 2
     assert "distill needs a config with objective 'distillation'" in capsys.readouterr().err
+
+
+def test_the_report_plots_every_distillation_term_and_the_card_says_fill_mask(student):
+    from huggingface_hub import ModelCard
+
+    from bert_jax import report
+
+    figure = report.build_figure(report.read_metrics(str(student)))
+    titles = [axes.get_title() for axes in figure.axes]
+    assert titles[0] == "loss" and {"mlm_accuracy", "teacher_mlm_accuracy", "learning_rate"} <= set(titles)
+    drawn = {line.get_label() for line in figure.axes[0].get_lines()}
+    assert {"train kd_loss", "train cos_loss", "eval kd_loss"} <= drawn
+    card = ModelCard.load(student / "export" / "README.md")
+    assert card.data.pipeline_tag == "fill-mask" and "`DistilBertForMaskedLM`" in card.text
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["kd_loss"] == records(
+        student, "eval")[STEPS]["kd_loss"]

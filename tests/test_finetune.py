@@ -24,7 +24,8 @@ from bert_jax.interop import hf, sources
 from bert_jax.models.bert import BertConfig, BertForPreTraining
 from bert_jax.objectives.classification import SequenceClassification, prepare_config
 from bert_jax.training import loop
-from tests.run_helpers import REPO, losses, records
+from tests.conftest import SAMPLE
+from tests.run_helpers import losses, records
 from tests.test_finetune_tasks import write_tsv
 from tests.test_roberta_model import random_weights
 from tests.test_task_heads import hf_config
@@ -61,7 +62,7 @@ def test_bpe_pairs_equal_autotokenizer(tmp_path):
     config = models.config_class("roberta")(vocab_size=4096, hidden_size=32, num_hidden_layers=1,
                                             num_attention_heads=2, intermediate_size=37, max_position_embeddings=66)
     model = models.constructor(config, ("sequence_classification",))(nnx.Rngs(0))
-    hf.export_pretrained(model, tmp_path / "roberta", vocab_file=REPO / "data/sample/bpe/tokenizer.json")
+    hf.export_pretrained(model, tmp_path / "roberta", vocab_file=SAMPLE / "bpe/tokenizer.json")
     source = sources.describe(str(tmp_path / "roberta"))
     vocab = vocabs.load(source.vocab_file, lowercase=source.lowercase)
     ours = encoding.encode(vocab.tokenizer(), PAIRS, 24, vocab.specials.pad, token_types=False)
@@ -105,7 +106,7 @@ def test_loss_equals_transformers(problem_type, num_labels, tmp_path):
 
 # --------------------------------------------------------------------------------------------- the command
 
-VOCAB = REPO / "data/sample/vocab/vocab.txt"
+VOCAB = SAMPLE / "vocab/vocab.txt"
 WORDS = [line.strip() for line in VOCAB.read_text().splitlines()[200:260]]
 
 
@@ -260,3 +261,47 @@ def classifier_of(config):
     from bert_jax import models
 
     return models.constructor(config, ("sequence_classification",))(nnx.Rngs(0))
+
+
+def test_random_init_keeps_the_architecture_and_drops_the_weights(tiny_model, rte_dir):
+    """finetune.init=random (the baseline of docs/finetune.md's pre-training evidence): the source's architecture and
+    vocab, the seed's fresh weights; pretrained copies the source's encoder."""
+    import jax
+
+    from bert_jax import models
+    from bert_jax.objectives.classification import SequenceClassification
+
+    source_state = hf.read_safetensors(tiny_model)
+    source_embedding = source_state["bert.embeddings.word_embeddings.weight"]
+    params = {}
+    for init in ("pretrained", "random"):
+        config = run_config(tiny_model, rte_dir, f"--config.finetune.init={init}")
+        assert config.model.hidden_size == 32 and config.data.vocab_file == str(tiny_model / "vocab.txt")
+        make_model = models.constructor(models.model_config(config.model), ("sequence_classification",))
+        params[init] = SequenceClassification(config).initial_params(make_model, seed=7)
+    embedding = {init: np.asarray(jax.tree.leaves(p["bert"]["embeddings"]["word_embeddings"])[0])
+                 for init, p in params.items()}
+    np.testing.assert_array_equal(embedding["pretrained"], np.asarray(source_embedding, dtype=np.float32))
+    assert np.abs(embedding["random"] - embedding["pretrained"]).max() > 1e-3
+    fresh = make_model(nnx.Rngs(7))
+    np.testing.assert_array_equal(embedding["random"], np.asarray(fresh.bert.embeddings.word_embeddings.embedding[...]))
+    with pytest.raises(Exception, match="finetune.init must be 'pretrained' or 'random'"):
+        run_config(tiny_model, rte_dir, "--config.finetune.init=scratch")
+
+
+def test_exports_carry_the_tasks_model_card_and_the_report_plots_its_metrics(finetuned):
+    from huggingface_hub import ModelCard
+
+    from bert_jax import report
+
+    best = json.loads((finetuned / "best" / "best.json").read_text())
+    card = ModelCard.load(finetuned / "best" / "README.md")
+    assert card.data.pipeline_tag == "text-classification" and card.data.license == "apache-2.0"
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["accuracy"] == best["value"] and results["loss"] == best["eval"]["loss"]
+    assert f"step {best['step']}" in card.text and "Fine-tuned on task `rte`" in card.text
+    last = ModelCard.load(finetuned / "export" / "README.md")
+    assert ({r.metric_type: r.metric_value for r in last.data.eval_results}["accuracy"]
+            == records(finetuned, "eval")[6]["accuracy"])
+    titles = [axes.get_title() for axes in report.build_figure(report.read_metrics(str(finetuned))).axes]
+    assert titles[0] == "loss" and "accuracy" in titles and titles[-1] == "learning_rate"

@@ -72,7 +72,7 @@ def test_every_glue_task_reads_its_layout(name, tmp_path):
 def test_task_names_are_forgiving_and_unknown_ones_listed():
     assert tasks.get("SST-2").name == "sst2" and tasks.get("MNLI").name == "mnli"
     with pytest.raises(InputError, match="task 'glu' does not exist; the tasks are cola, mnli, mrpc, qnli, qqp, "
-                                         "rte, sst2, stsb, table, wnli"):
+                                         "rte, squad, squad_v2, sst2, stsb, table, wnli"):
         tasks.get("glu")
 
 

@@ -126,7 +126,7 @@ def test_the_table_is_the_sweep_winners_best_dev_evaluation(glue_run):
     best = json.loads((best_dir / "best.json").read_text())
     assert best["run"] == winner["run"]
     logged = records(workdir / "MNLI" / winner["run"], "eval")[best["step"]]
-    assert best["eval"] == {key: value for key, value in logged.items() if key != "step"}
+    assert {**best["eval"], "step": best["step"]} == logged
     results = json.loads((workdir / "results.json").read_text())
     cells = {title: column["cell"] for title, column in results["table"]["columns"].items()}
     assert cells["MNLI-(m/mm)"] == f"{100 * logged['accuracy']:.1f}/{100 * logged['dev_mismatched_accuracy']:.1f}"

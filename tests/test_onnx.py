@@ -21,6 +21,7 @@ from bert_jax.errors import InputError
 from bert_jax.interop import hf, onnx_export
 from bert_jax.interop.onnx_runtime import OnnxEncoder
 from tests.hf_reference import max_abs_diff
+from tests.conftest import SAMPLE
 from tests.run_helpers import REPO
 
 TOLERANCE = 1e-4  # f32 on CPU; observed differences are ~1e-6
@@ -73,7 +74,7 @@ def export_of(tmp_path_factory):
             model = random_weights(new_model())
             source = tmp_path_factory.mktemp(f"{name}_hf")
             model.save_pretrained(source)
-            for path in (REPO / "data/sample" / tokenizer_dir).iterdir():
+            for path in (SAMPLE / tokenizer_dir).iterdir():
                 shutil.copy(path, source / path.name)
             out = tmp_path_factory.mktemp(f"{name}_onnx")
             assert export.main(["--model", str(source), "--format", "onnx", "--task", "fill-mask", "--output",
@@ -321,7 +322,7 @@ def task_export_of(tmp_path_factory):
             model = _task_model(arch, task)
             source = tmp_path_factory.mktemp(f"{arch}_{task}_hf")
             model.save_pretrained(source)
-            for path in (REPO / "data/sample" / ARCHITECTURES[arch][1]).iterdir():
+            for path in (SAMPLE / ARCHITECTURES[arch][1]).iterdir():
                 shutil.copy(path, source / path.name)
             out = tmp_path_factory.mktemp(f"{arch}_{task}_onnx")
             assert export.main(["--model", str(source), "--format", "onnx", "--task", task, "--output", str(out)]) == 0

@@ -20,10 +20,9 @@ from bert_jax.data.pipeline import make_loader
 from bert_jax.data.sources import SourceStats, list_input_shards
 from bert_jax.data.tokenizers import vocabs
 from bert_jax.errors import InputError
-from tests.conftest import REPO
+from tests.conftest import SAMPLE
 from tests.test_build import tree_bytes
 
-SAMPLE = REPO / "data" / "sample"
 BPE_VOCAB = str(SAMPLE / "bpe" / "tokenizer.json")
 WORDPIECE_VOCAB = str(SAMPLE / "vocab" / "vocab.txt")
 CORPUS = (str(SAMPLE / "corpus-00.txt"), str(SAMPLE / "corpus-01.txt"))

@@ -14,6 +14,7 @@ import transformers
 from bert_jax import errors, fill_mask
 from bert_jax.configuration import load_config
 from bert_jax.training import loop as trainer
+from tests.conftest import SAMPLE
 from tests.run_helpers import ONE_PHASE, losses, overrides, records
 
 STEPS = 16
@@ -23,7 +24,7 @@ TEXTS = ["Paris is the <mask> of France.", "Hello I'm a <mask> model.", "The man
 
 def _config(dataset, **fields):
     base = dict(phases=ONE_PHASE, train_steps=STEPS, checkpoint_every=8, eval_every=8, export_at_end=True,
-                **{"data.vocab_file": "data/sample/bpe/tokenizer.json"})
+                **{"data.vocab_file": str(SAMPLE / "bpe/tokenizer.json")})
     return load_config("configs/roberta_base.py:tiny", overrides(dataset, **{**base, **fields}))
 
 
@@ -57,14 +58,13 @@ def test_roberta_export_loads_in_transformers_with_its_tokenizer(roberta_run):
 @pytest.fixture(scope="module")
 def transformers_directory(tmp_path_factory):
     """A RobertaForMaskedLM with random weights and the bundled BPE tokenizer, both written by transformers."""
-    from tests.run_helpers import REPO
     from tests.test_roberta_model import random_weights, tiny_roberta_config
 
     out = tmp_path_factory.mktemp("hf_roberta")
     model = random_weights(transformers.RobertaForMaskedLM(tiny_roberta_config(vocab_size=4096,
                                                                                max_position_embeddings=130)), seed=5)
     model.save_pretrained(out)
-    transformers.AutoTokenizer.from_pretrained(REPO / "data/sample/bpe").save_pretrained(out)
+    transformers.AutoTokenizer.from_pretrained(SAMPLE / "bpe").save_pretrained(out)
     return out
 
 
@@ -101,11 +101,10 @@ def test_a_vocab_of_the_other_kind_is_refused_naming_both(sample_dataset, sample
 
 def test_next_sentence_objective_on_packed_data_is_refused(tmp_path):
     from bert_jax.data import build
-    from tests.run_helpers import REPO
 
     packed = tmp_path / "packed_wordpiece"  # BERT's vocab, packed: masked LM can read it, next-sentence cannot
-    build.build(build.BuildConfig(inputs=(str(REPO / "data/sample/corpus-03.txt"),),
-                                  vocab=str(REPO / "data/sample/vocab/vocab.txt"), lowercase=False,
+    build.build(build.BuildConfig(inputs=(str(SAMPLE / "corpus-03.txt"),),
+                                  vocab=str(SAMPLE / "vocab/vocab.txt"), lowercase=False,
                                   max_seq_lengths=(32,), example_kind="full_sentences"), str(packed))
     bert = load_config("configs/base_cased.py:tiny", overrides(packed, phases=ONE_PHASE))
     with pytest.raises(errors.InputError, match=r"reads \['next_sentence_labels'\], which the full_sentences"):

@@ -24,6 +24,7 @@ from bert_jax.configuration import load_config
 from bert_jax.data import build
 from bert_jax.training import checkpointing, integrity, loop as trainer, setup
 from bert_jax.training.workdir import WorkdirLock
+from tests.conftest import SAMPLE
 from tests.run_helpers import ONE_PHASE, REPO, environment, losses, overrides, records, train_command
 
 STEPS = 6
@@ -250,8 +251,8 @@ def test_one_trainer_per_workdir(sample_dataset, tmp_path):
 
 def test_an_empty_eval_split_is_refused_before_the_first_step(tmp_path):
     data = tmp_path / "no_eval"
-    build.build(build.BuildConfig(inputs=(str(REPO / "data/sample/corpus-03.txt"),),
-                                  vocab=str(REPO / "data/sample/vocab/vocab.txt"), lowercase=False,
+    build.build(build.BuildConfig(inputs=(str(SAMPLE / "corpus-03.txt"),),
+                                  vocab=str(SAMPLE / "vocab/vocab.txt"), lowercase=False,
                                   max_seq_lengths=(32,), eval_fraction=0.0, dupe_factor=1), str(data))
     with pytest.raises(errors.InputError, match=r"eval split of .*seq_32 holds 0 examples"):
         trainer.run(config(data), str(tmp_path / "run"))

@@ -20,11 +20,10 @@ from bert_jax.data.build_layout import token_counts_path
 from bert_jax.data.masking import MaskingConfig, VocabInfo, mask_batch
 from bert_jax.data.pipeline import make_loader
 from bert_jax.errors import InputError
-from tests.conftest import REPO
+from tests.conftest import REPO, SAMPLE
 from tests.data_helpers import write_dataset
 from tests.test_build import tree_bytes
 
-SAMPLE = REPO / "data" / "sample"
 CORPUS = (str(SAMPLE / "corpus-00.txt"), str(SAMPLE / "corpus-01.txt"))
 SMOOTHED = MaskingConfig(max_predictions=5, frequency_smoothing=0.7)
 

@@ -37,15 +37,6 @@ def wait_for_step(workdir: Path, step: int, process: subprocess.Popen, timeout: 
 
 
 
-@pytest.fixture(scope="module")
-def reference_run(sample_dataset, tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("reference")
-    result = subprocess.run(train_command(workdir, sample_dataset), cwd=REPO, env=environment(4),
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
-
-
 def test_reference_run_trains_both_phases(reference_run):
     train = records(reference_run)
     assert sorted(train) == list(range(1, 41))
@@ -239,6 +230,12 @@ def test_export_from_workdir_writes_the_checkpoint_weights(reference_run, tmp_pa
 
     loaded = transformers.BertForPreTraining.from_pretrained(out)
     assert loaded.config.hidden_size == 32 and loaded.config.num_hidden_layers == 1
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # the card of step 35: its eval is step 30's, the last before it
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["mlm_accuracy"] == records(
+        reference_run, "eval")[30]["mlm_accuracy"]
+    assert "for 35 steps" in card.text and "| 1 | 20-39 | 64 | 10 |" in card.text
 
     assert export.main(["--workdir", str(reference_run), "--step", "7", "--output", str(tmp_path / "x")]) == 2
     assert "available: [30, 35, 40]" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from bert_jax.data import vocab
 from bert_jax.data.sources import SourceStats, iterate_documents, list_input_shards
 from bert_jax.data.tokenizers import wordpiece
 from bert_jax.errors import InputError
-from tests.conftest import REPO
+from tests.conftest import SAMPLE
 
 # Accents (precomposed and combining), CJK, Korean, Arabic, Devanagari, Thai, punctuation, control characters,
 # zero-width characters, emoji with modifiers and joiners, 200+ character words, mixed whitespace, special tokens
@@ -82,7 +82,7 @@ def test_real_vocab_lowercase_is_read_from_tokenizer_config(real_vocab_file, tmp
 
 
 def sample_sentences(limit: int) -> list[str]:
-    shards = list_input_shards(sorted(glob.glob(str(REPO / "data" / "sample" / "corpus-*.txt"))))
+    shards = list_input_shards(sorted(glob.glob(str(SAMPLE / "corpus-*.txt"))))
     sentences = [sentence for document in iterate_documents(shards, SourceStats()) for sentence in document]
     return sentences[:limit]
 
@@ -204,7 +204,7 @@ def test_cli_help_names_the_default_learner_and_bad_input_is_a_clear_error(tmp_p
 
 
 def test_committed_sample_vocab_matches_the_default_learner():
-    vocab_file = str(REPO / "data" / "sample" / "vocab" / "vocab.txt")
+    vocab_file = str(SAMPLE / "vocab" / "vocab.txt")
     tokens = wordpiece.read_vocab(vocab_file)
     assert len(tokens) == 4096 and not wordpiece.is_lowercase_vocab(vocab_file)
     sentences = sample_sentences(10**9)

@@ -1,9 +1,9 @@
 """CLI: what a built dataset holds, and what the model will see after masking.
 
-    python -m bert_jax.data.inspect DIR                       # prints DIR/stats.json
+    python -m bert_jax.data.inspect DIR                       # DIR/stats.json as tables and a length histogram
     python -m bert_jax.data.inspect DIR --masked --num 20000  # + masking statistics measured by the real loader
     python -m bert_jax.data.inspect DIR --decode 3            # + three examples as text (masked with --masked)
-    python -m bert_jax.data.inspect DIR --masked --json       # one JSON object
+    python -m bert_jax.data.inspect DIR --masked --json       # one JSON object (stats.json in full under "stats")
 
 The masked statistics come from `pipeline.make_loader` (shuffled, one epoch, host 0 of 1), so they check
 the pipeline users train on, not a re-implementation of it.
@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from bert_jax import errors
-from bert_jax.data import examples as example_kinds
+from bert_jax.data import examples as example_kinds, inspect_table
 from bert_jax.data.build_layout import stored_example_kind
 from bert_jax.data.masking import MaskingConfig, VocabInfo
 from bert_jax.data.tokenizers import vocabs
@@ -206,7 +206,8 @@ def _describe_example(vocab: vocabs.Vocab, shown, original, positions, label: in
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Print a built dataset's stats.json and, optionally, statistics measured after online masking.",
+        description="Summarise a built dataset's stats.json (a table and a length histogram; --json for all of it) "
+        "and, optionally, statistics measured after online masking.",
     )
     parser.add_argument("data_dir", help="output directory of `python -m bert_jax.data.build`")
     add = parser.add_argument
@@ -215,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--masked", action="store_true", help="measure masking rates, NSP fraction and length over --num examples")
     add("--num", type=int, default=10_000, help="examples to measure with --masked (default: 10000)")
     add("--decode", type=int, default=0, metavar="K", help="show K examples as text (masked with --masked)")
-    add("--json", action="store_true", help="print one JSON object instead of text")
+    add("--json", action="store_true", help="print one JSON object (the full stats.json and what else was asked) "
+        "instead of the tables")
     add("--seed", type=int, default=0, help="shuffle and masking seed (default: 0)")
     add("--max_predictions", type=int, default=None, help="masked positions per sequence (default: ceil(0.15 * L))")
     add("--masked_lm_prob", type=float, default=0.15, help="fraction of maskable tokens to predict (default: 0.15)")
@@ -285,7 +287,7 @@ def inspect(args: argparse.Namespace) -> dict:
 
 
 def format_text(report: dict) -> str:
-    lines = [f"== {os.path.join(report['data_dir'], 'stats.json')} ==", json.dumps(report["stats"], indent=2)]
+    lines = [inspect_table.format_stats(os.path.join(report["data_dir"], "stats.json"), report["stats"])]
     if "masked" in report:
         config = report["masking_config"]
         lines.append(

@@ -22,7 +22,7 @@ from safetensors.numpy import save_file
 
 from bert_jax import fileio, models
 from bert_jax.errors import CheckpointError
-from bert_jax.interop import hf_files, hf_names, hf_tokenizer
+from bert_jax.interop import hf_files, hf_names, hf_tokenizer, model_card
 from bert_jax.interop.hf_tokenizer import BPE_TOKENIZER_FILES
 from bert_jax.interop.hf_files import PICKLE_FILES, SAFETENSORS_FILE, SAFETENSORS_INDEX  # noqa: F401 (our API)
 
@@ -35,7 +35,8 @@ EXPORT_FILES = (
     "model_quantized.onnx",
     "config.json",
     "vocab.txt",
-    *BPE_TOKENIZER_FILES,
+    *BPE_TOKENIZER_FILES,  # tokenizer.json among them: a WordPiece export writes one too
+    model_card.CARD_FILE,  # README.md, the Hub's model card
 )
 
 
@@ -138,6 +139,8 @@ def export_pretrained(
     lowercase: bool | None = None,
     force: bool = False,
     labels: Sequence[str] | None = None,
+    run: model_card.RunInfo | None = None,
+    license: str | None = None,
 ) -> list[Path]:
     """Writes an HF directory of the model's class (`BertForPreTraining`, `RobertaForMaskedLM`,
     `DistilBertForMaskedLM`, `BertForSequenceClassification`, ...):
@@ -146,14 +149,17 @@ def export_pretrained(
 
     `lowercase` (WordPiece) defaults to what the vocab's own `tokenizer_config.json` says (cased when it says nothing).
     A model with a task head gets `id2label`/`label2id` from `labels` (`LABEL_i` without them) and its
-    `problem_type` in config.json.
+    `problem_type` in config.json. The model card `README.md` (`model_card.py`) describes the model and, with `run`,
+    the training run it comes from; `license` overrides the run's `export_license`.
     """
     output_dir = check_output_dir(Path(output_dir), force)
     tensors = to_hf_state_dict(model)
+    card = model_card.build_card(type(model).__name__, model.config, sum(t.size for t in tensors.values()), run=run,
+                                 license=license)  # before any file is written: a bad license id changes nothing
     # fileio replaces (never follows) a symlink planted at one of these names, so nothing outside output_dir is written.
     written = [fileio.write_atomic(output_dir / SAFETENSORS_FILE, lambda p: save_file(tensors, p, metadata={"format": "pt"}))]
-    return written + write_config_and_tokenizer(model, output_dir, vocab_file=vocab_file, lowercase=lowercase,
-                                                labels=labels)
+    written += write_config_and_tokenizer(model, output_dir, vocab_file=vocab_file, lowercase=lowercase, labels=labels)
+    return written + [fileio.write_atomic(output_dir / model_card.CARD_FILE, card.save)]
 
 
 def write_config_and_tokenizer(model, output_dir: Path, *, vocab_file: str | os.PathLike | None,
@@ -336,9 +342,9 @@ def load_pretrained(model_dir: str | os.PathLike, *, seed: int = 0, heads: tuple
 
 
 def export_to(graphdef, params, workdir: str, *, vocab_file: str, lowercase: bool, name: str = "export",
-              labels: Sequence[str] | None = None) -> list[Path]:
+              labels: Sequence[str] | None = None, run: model_card.RunInfo | None = None) -> list[Path]:
     """Writes WORKDIR/export (or WORKDIR/`name`), the Hugging Face directory of a run's parameters (host arrays),
-    replacing an earlier export there; `labels` as `export_pretrained`. `export_pretrained` writes a local directory atomically; an object-store workdir (gs://) gets a copy
+    replacing an earlier export there; `labels` and `run` (for the model card) as `export_pretrained`. `export_pretrained` writes a local directory atomically; an object-store workdir (gs://) gets a copy
     of it."""
     import logging
     import tempfile
@@ -348,7 +354,7 @@ def export_to(graphdef, params, workdir: str, *, vocab_file: str, lowercase: boo
     out = epath.Path(workdir) / name
     local = out if "://" not in str(workdir) else epath.Path(tempfile.mkdtemp(prefix="bert_jax_export_"))
     written = export_pretrained(nnx.merge(graphdef, params), str(local), vocab_file=vocab_file, lowercase=lowercase,
-                                force=True, labels=labels)
+                                force=True, labels=labels, run=run)
     if local != out:
         out.mkdir(parents=True, exist_ok=True)
         for path in written:

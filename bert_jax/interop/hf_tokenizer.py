@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from bert_jax import fileio
-from bert_jax.data.tokenizers.wordpiece import is_lowercase_vocab
+from bert_jax.data.tokenizers.wordpiece import is_lowercase_vocab, load_tokenizer
 from bert_jax.errors import CheckpointError
 
 # A byte-level BPE tokenizer's files, copied as they are from the directory of the run's tokenizer.json.
@@ -35,8 +35,9 @@ def tokenizer_config_dict(lowercase: bool, tokenizer_class: str = "BertTokenizer
 def export_tokenizer(vocab_file: Path, output_dir: Path, vocab_size: int, tokenizer_class: str,
                      lowercase: bool | None) -> list[Path]:
     """The tokenizer files beside an export: a BPE `tokenizer.json` with the files next to it, copied; or a WordPiece
-    `vocab.txt` with its `tokenizer_config.json` (casing from `lowercase`, else the vocab's own config) and
-    `special_tokens_map.json`. A vocab of another size than the model's is refused."""
+    `vocab.txt` with its `tokenizer_config.json` (casing from `lowercase`, else the vocab's own config),
+    `special_tokens_map.json` and the `tokenizer.json` that `BertTokenizerFast` would save (servers such as
+    text-embeddings-inference read only that file). A vocab of another size than the model's is refused."""
     if vocab_file.name == "tokenizer.json":
         import tokenizers
 
@@ -61,4 +62,5 @@ def export_tokenizer(vocab_file: Path, output_dir: Path, vocab_size: int, tokeni
         fileio.write_json(output_dir / "tokenizer_config.json",
                           tokenizer_config_dict(lowercase, tokenizer_class), indent=2),
         fileio.write_json(output_dir / "special_tokens_map.json", SPECIAL_TOKENS, indent=2),
+        fileio.write_text(output_dir / "tokenizer.json", load_tokenizer(str(vocab_file), lowercase).to_str(pretty=True)),
     ]

@@ -83,8 +83,9 @@ def _slice(parser: argparse.ArgumentParser, creates: bool) -> None:
 
 def _training(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training (also: --config.FIELD=VALUE overrides, passed to every worker)")
-    group.add_argument("--config", default="configs/base_cased.py",
-                       help="config file[:variants] (default %(default)s); shipped with its sibling *.py files")
+    group.add_argument("--config", default="base_cased",
+                       help="config file or bundled config name[:variants] (default %(default)s); shipped with its "
+                            "sibling *.py files")
     group.add_argument("--workdir", required=True,
                        help="gs://BUCKET/PATH for checkpoints and metrics; rerunning resumes from it")
     group.add_argument("--data", default=None,

@@ -70,7 +70,7 @@ def training_spec(
     allow_local_workdir: bool = False,
 ) -> TrainingSpec:
     """Validates everything `run` needs; raises InputError naming the flag or config field and the fix."""
-    from bert_jax.configuration import load_config, split_spec
+    from bert_jax.configuration import load_config, resolve_config_file, split_spec
     from bert_jax.errors import ConfigError, MeshError
     from bert_jax.training.rules import mesh_shape
 
@@ -94,8 +94,8 @@ def training_spec(
         if "data.vocab_file" not in fields:  # a built dataset carries its vocab.txt (the export ships it)
             overrides.append(f"data.vocab_file={REMOTE_DATA_DIR}/vocab.txt")
     config_path_text, config_arg = split_spec(config)
-    config_path = Path(config_path_text)
     try:
+        config_path = resolve_config_file(config_path_text)  # a bundled name ships as its file, like any other
         loaded = load_config(config, overrides)
     except ConfigError as error:
         raise InputError(f"--config {config}: {error}") from None

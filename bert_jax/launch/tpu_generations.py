@@ -50,8 +50,9 @@ _LITE_SIZES = (1, 4, 8, 16, 32, 64, 128, 256)
 GENERATIONS: dict[str, TpuGeneration] = {
     g.name: g
     for g in (
-        TpuGeneration("v2", "v2", 2, 2, 4, 4, (8, 32, 128, 256, 512), _V4_RUNTIMES, 2),
-        TpuGeneration("v3", "v3", 2, 2, 4, 4, (8, 32, 64, 128, 256, 512, 1024, 2048), _V4_RUNTIMES, 2),
+        TpuGeneration("v2", "v2", 2, 2, 4, 4, (8, 32, 128, 256, 512), _V4_RUNTIMES, 2, peak_bf16_flops=45e12),
+        TpuGeneration("v3", "v3", 2, 2, 4, 4, (8, 32, 64, 128, 256, 512, 1024, 2048), _V4_RUNTIMES, 2,
+                      peak_bf16_flops=123e12),
         TpuGeneration("v4", "v4", 2, 1, 4, 4, _whole_workers(8, 8192), _V4_RUNTIMES, 3, "megacore", 32, 275e12),
         TpuGeneration("v5p", "v5p", 2, 1, 4, 4, _whole_workers(8, 17920), ("v2-alpha-tpuv5",), 3, "megacore", 95,
                       459e12),

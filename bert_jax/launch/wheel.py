@@ -1,6 +1,7 @@
 """The code shipped to the workers: a wheel of this checkout, the config files and the pinned versions.
 
-The wheel is built from a copy of the sources (pyproject.toml, README.md, bert_jax/) in a temporary directory, so
+The wheel is built from a copy of the sources (pyproject.toml, README.md, bert_jax/, and configs/ and data/sample/,
+which pyproject.toml maps into the package) in a temporary directory, so
 setuptools' `build/` and `*.egg-info` never land in the checkout. `--no-build-isolation` is used when setuptools is
 importable (fast, offline); otherwise pip builds in an isolated environment and fetches setuptools itself.
 """
@@ -17,7 +18,7 @@ from bert_jax.errors import InputError
 from bert_jax.launch.errors import LaunchError
 from bert_jax.launch.runner import Runner
 
-_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "bert_jax")
+_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "bert_jax", "configs", "data/sample")  # data/built stays out
 
 
 def project_root() -> Path | None:

@@ -14,6 +14,7 @@ OBJECTIVES = {
     "mlm": ("bert_jax.objectives.mlm", "MaskedLM"),  # masked LM alone (RoBERTa, DistilBERT)
     "distillation": ("bert_jax.objectives.distillation", "Distillation"),  # a student against a frozen teacher
     "classification": ("bert_jax.objectives.classification", "SequenceClassification"),  # fine-tuning (GLUE, tables)
+    "question_answering": ("bert_jax.objectives.question_answering", "QuestionAnswering"),  # SQuAD v1.1 / v2.0
 }
 # What a run whose saved config predates `config.objective` was trained with.
 DEFAULT = "mlm_nsp"

@@ -94,16 +94,38 @@ class Objective(abc.ABC):
 
     def check_data(self, data_dir: str, vocab_size: int) -> None:
         """Raises `InputError` when the built dataset in `data_dir` cannot serve this objective beyond what the
-        trainer checks for every objective (a distillation teacher's vocabulary must be the data's)."""
+        trainer checks for every objective (a distillation teacher's vocabulary must be the data's). By default, the
+        data's vocab must be that of the model the run continues from (`config.init_from`), if any."""
+        if self.continues_from():
+            from bert_jax.interop import init_from
+
+            init_from.check_vocab(self.config, data_dir)
 
     # The eval summary whose largest value marks the best parameters so far (kept in WORKDIR/best), or None.
     best_metric: str | None = None
 
+    def continues_from(self) -> str | None:
+        """The trained model a run of this objective continues from (`config.init_from`: continued pre-training),
+        or None. A fresh run evaluates it at step 0, the baseline; a resumed run does not read it."""
+        return (self.config.get("init_from") or None) if self.config is not None else None
+
+    def complete_config(self, config) -> None:
+        """Completes the run's config in place before anything is built (idempotent): by default, the architecture
+        and tokenizer of the model `config.init_from` names."""
+        if self.continues_from():
+            from bert_jax.interop import init_from
+
+            init_from.prepare_config(config)
+
     def initial_params(self, make_model, seed: int):
         """The initial parameters (host arrays, the nnx.State of `make_model`'s nnx.Param) when the objective starts
-        from a trained model (fine-tuning: a pre-trained encoder and a fresh head from `seed`), else None: a fresh
-        initialisation."""
-        return None
+        from a trained model (fine-tuning: a pre-trained encoder and a fresh head from `seed`; by default the model
+        `config.init_from` names, heads it lacks fresh from `seed`), else None: a fresh initialisation."""
+        if not self.continues_from():
+            return None
+        from bert_jax.interop import init_from
+
+        return init_from.initial_params(self.config, make_model, seed)
 
     def task_examples(self) -> TaskExamples | None:
         """The objective's own examples (a fine-tuning task's), or None: the run reads the built dataset."""

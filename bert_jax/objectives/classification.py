@@ -148,6 +148,10 @@ class SequenceClassification(Objective):
         from bert_jax.interop import sources
 
         model = make_model(nnx.Rngs(seed))
+        if self.settings.get("init", "pretrained") == "random":
+            log.info("fine-tuning %s from random initialisation (finetune.init=random): %s gives the architecture "
+                     "and tokenizer only", type(model).__name__, self.settings.model)
+            return jax.device_get(nnx.state(model, nnx.Param))
         report = sources.load_encoder(sources.describe(self.settings.model), model)
         log.info("fine-tuning %s from %s: %s", type(model).__name__, self.settings.model, report.replace("\n", "; "))
         return jax.device_get(nnx.state(model, nnx.Param))
@@ -157,21 +161,25 @@ class SequenceClassification(Objective):
 COMPUTE_FIELDS = ("dtype", "param_dtype", "scan_layers", "dropout_impl", "decoder_impl")
 
 
-def prepare_config(config):
+def prepare_config(config, train_rows=None):
     """The run's config completed from its source and task: the encoder's architecture (the source's config) with
     the task's `num_labels` and `problem_type`, the tokenizer of the source, and the schedule in steps from
     `finetune.epochs` (an epoch is ceil(N / batch_size) steps; evaluation and a checkpoint at the end of each,
     warmup `finetune.warmup_fraction` of all steps). Reads the task once first, so bad data fails before any
-    model is built."""
+    model is built. `train_rows(config, data, source)`: N where a train example is not one row (a question's
+    context windows); the examples by default."""
     import math
 
     import ml_collections
 
     from bert_jax.configuration import validate
     from bert_jax.data import tasks
+    from bert_jax.errors import ConfigError
     from bert_jax.interop import sources
 
     settings = config.finetune
+    if settings.get("init", "pretrained") not in ("pretrained", "random"):
+        raise ConfigError(f"finetune.init must be 'pretrained' or 'random', got {settings.init!r}")
     task = tasks.get(settings.task)
     data = task.read(settings.data, settings)
     source = sources.describe(settings.model)
@@ -179,7 +187,8 @@ def prepare_config(config):
     model = {name: getattr(arch, name) for name in type(arch).HF_FIELDS}
     model.update({name: config.model[name] for name in COMPUTE_FIELDS}, model_type=arch.model_type,
                  num_labels=data.num_labels, problem_type=data.problem_type)
-    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    rows = len(data.train) if train_rows is None else train_rows(config, data, source)
+    steps_per_epoch = math.ceil(rows / config.batch_size)
     train_steps = max(round(settings.epochs * steps_per_epoch), 1)
     config.unlock()
     config.model = ml_collections.ConfigDict(model)

@@ -42,6 +42,13 @@ class Distillation(MaskedLM):
         self.teacher_config = None  # the teacher's model config, known once frozen_spec() has read its source
         self._teacher_vocab_file = ""  # the vocab the teacher was trained with, where its source says
 
+    def complete_config(self, config) -> None:
+        """A student starts from its teacher (or at random), never from `init_from`."""
+        if config.get("init_from"):
+            raise ConfigError(f"init_from={config.init_from} does not apply to distillation: the student starts from its "
+                              "teacher (distillation.student_init='teacher': its embeddings, every other layer and "
+                              "its MLM head) or at random; pass the model as --teacher and leave init_from empty")
+
     # ------------------------------------------------------------------------------------------- the teacher
 
     def frozen_spec(self) -> FrozenSpec:

@@ -33,7 +33,7 @@ class BestParams:
         value = record[self.metric]
         if self.best is not None and not value > self.best["value"]:
             return
-        from bert_jax.interop import hf
+        from bert_jax.interop import hf, model_card
 
         host_params = checkpointing.replicated_host_copy(params)
         self.best = {"step": step, "metric": self.metric, "value": value, "eval": record}
@@ -41,7 +41,8 @@ class BestParams:
             config = self.run_setup.config
             hf.export_to(self.run_setup.graphdef, host_params, self.workdir, vocab_file=config.data.vocab_file,
                          lowercase=config.data.lowercase, name=BEST_DIR,
-                         labels=self.run_setup.objective.export_labels())
+                         labels=self.run_setup.objective.export_labels(),
+                         run=model_card.RunInfo(config, step, record))
             write_json(epath.Path(self.workdir) / BEST_DIR / BEST_FILE, self.best)
         inputs.sync("best exported")
         log.info("best %s so far: %.4f at step %d, exported to %s", self.metric, value, step,

@@ -40,7 +40,8 @@ def ensure_data(run_setup, plan: list[Phase]) -> None:
             log.info("building %s from %s (sequence lengths %s)", config.data.dir, config.data.build_from, lengths)
             build_config = build.BuildConfig(inputs=(config.data.build_from,), vocab=config.data.vocab_file,
                                              lowercase=config.data.lowercase, max_seq_lengths=tuple(lengths),
-                                             example_kind=config.data.example_kind)
+                                             example_kind=config.data.example_kind,
+                                             eval_fraction=config.data.get("build_eval_fraction", 0.01))
             report = build.build(build_config, config.data.dir, workers=os.cpu_count() or 1)
             overall = report.stats["overall"]
             log.info("built %s: %d documents, %d examples", config.data.dir, overall["documents"],
@@ -152,16 +153,21 @@ def train_iterator(config, phase: Phase):
     return iter(loader)
 
 
-def evaluate(setup, phase: Phase, params) -> dict[str, Any]:
-    """The objective's summaries on the held-out split (the first `eval_steps` batches, the same every time)."""
-    config = setup.config
-    loader = pipeline.make_loader(
+def eval_loader(config, phase: Phase):
+    """This host's batches of the held-out split, in order, masked the same way every time (one epoch; the last
+    batch padded, `example_weights` 0 on the padding)."""
+    return pipeline.make_loader(
         config.data.dir, max_seq_length=phase.max_seq_length, split="eval", global_batch_size=config.batch_size,
         max_predictions=phase.max_predictions, seed=seed32(config), masking=_masking(config, phase),
         num_epochs=1, shuffle=False, drop_remainder=False,
     )
+
+
+def evaluate(setup, phase: Phase, params) -> dict[str, Any]:
+    """The objective's summaries on the held-out split (the first `eval_steps` batches, the same every time)."""
+    config = setup.config
     totals = None
-    for index, host_batch in enumerate(loader):
+    for index, host_batch in enumerate(eval_loader(config, phase)):
         if 0 < config.eval_steps <= index:
             break
         sums = setup.eval_step(params, setup.global_batch(host_batch), *setup.frozen_args)

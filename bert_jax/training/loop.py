@@ -2,8 +2,9 @@
 restored) -> data -> loop (phases, eval, log, checkpoint, preemption, non-finite guard) -> export.
 
 Resume precedence: the latest complete checkpoint in WORKDIR/checkpoints, else a fresh initialisation from
-`config.seed`. The phase is a function of the step, so a run resumes in either phase; each checkpoint holds the data
-iterator of the phase its step belongs to (the boundary checkpoint is written after the switch).
+`config.seed` (or from the trained model the objective starts from: `config.init_from`, evaluated at step 0). The
+phase is a function of the step, so a run resumes in either phase; each checkpoint holds the data iterator of the
+phase its step belongs to (the boundary checkpoint is written after the switch).
 
 Exactness: dropout keys are `fold_in(seed, step)`, batches a function of (seed, epoch, record) and the iterator
 position is checkpointed, so a resumed run reproduces an uninterrupted one bit for bit on the same mesh.
@@ -22,7 +23,8 @@ import ml_collections
 import numpy as np
 
 from bert_jax.errors import TrainingError
-from bert_jax.training import checkpointing, flops, inputs, integrity, metrics, resume, setup as setup_lib
+from bert_jax.training import (checkpointing, chip_peaks, flops, inputs, integrity, metrics, resume, run_summary,
+                               setup as setup_lib)
 from bert_jax.training.best import BestParams
 from bert_jax.training.phases import Phase, phase_at, phase_plan
 from bert_jax.training.workdir import WorkdirLock
@@ -35,6 +37,7 @@ class RunResult:
     status: str  # "finished" or "preempted"
     step: int
     last_eval: dict[str, Any] | None = None
+    summary: run_summary.RunSummary | None = None  # None when the run had already finished
 
 
 class Profiler:
@@ -62,14 +65,24 @@ class Profiler:
 
 
 def _peak_flops(config, run: setup_lib.Setup) -> float:
-    """FLOP/s of the whole mesh, for MFU: configured per device, else measured on device 0 (fastest of three matmul
-    bursts)."""
+    """FLOP/s of the whole mesh, for MFU: configured per device, else the chip's published bf16 peak on TPU and GPU
+    (comparable with MaxText's MFU), else (CPU) measured on device 0 (fastest of three matmul bursts)."""
     devices = list(run.mesh.devices.flat)
-    per_device = config.peak_flops_per_device or flops.measure_peak_flops(config.model.dtype, jax.local_devices()[0])
+    per_device = config.peak_flops_per_device
+    source = "config.peak_flops_per_device"
+    if not per_device:
+        published = chip_peaks.published_peak_flops(devices[0].platform, devices[0].device_kind)
+        if published is not None:
+            per_device, source = published
+        else:
+            per_device = flops.measure_peak_flops(config.model.dtype, jax.local_devices()[0])
+            source = f"a {config.model.dtype} matmul measured on {devices[0].device_kind}"
+    log.info("MFU denominator: %.4g FLOP/s per device (%s)", per_device, source)
     return per_device * flops.peak_ways(devices)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
+    started = time.perf_counter()
     is_chief = jax.process_index() == 0
     plan = phase_plan(config)
     run_setup = setup_lib.build(config)
@@ -81,7 +94,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
                  run_setup.frozen.description, run_setup.frozen.fingerprint[:12])
     lock = WorkdirLock(workdir).acquire() if is_chief else None
     try:
-        return _run(config, workdir, run_setup, plan, is_chief, lock)
+        return _run(config, workdir, run_setup, plan, is_chief, lock, started)
     except Exception as error:  # noqa: BLE001 - a write (ours or orbax's) that lost the race with the deletion
         if lock is not None and lock.deleted():  # `check_present` looks for every step
             raise lock.deleted_error() from error
@@ -92,8 +105,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
 
 
 def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
-         lock: WorkdirLock | None) -> RunResult:
+         lock: WorkdirLock | None, started: float) -> RunResult:
     mesh = run_setup.mesh
+    run_summary.announce(config, run_setup, workdir, is_chief)
     manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
     writer = metrics.MetricsWriter(workdir, total_steps=config.train_steps, enabled=is_chief,
                                    train_metrics=run_setup.objective.train_metrics)
@@ -105,9 +119,12 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
                                                 data.train_iterator)
     if step:
         writer.truncate_after(step)
+    continues_from = run_setup.objective.continues_from()
+    if step and continues_from:
+        log.info("resumed at step %d: the model the run started from (%s) is not read again", step, continues_from)
     if step >= config.train_steps:
         log.info("the run in %s already finished at step %d; nothing to do", workdir, step)
-        _export(config, workdir, run_setup, state.params, is_chief)
+        _export(config, workdir, run_setup, state.params, is_chief, step, None)
         return RunResult("finished", step)
 
     peak = _peak_flops(config, run_setup)
@@ -116,9 +133,24 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
     profiler = Profiler(config, workdir)
     best = BestParams(run_setup, workdir, is_chief)
     last_eval = None
+    first_step = step
+
+    def summary(status: str, export: str | None) -> run_summary.RunSummary:
+        result = run_summary.summarize(
+            status=status, config=config, plan=plan, start_step=first_step, end_step=step,
+            wall_s=time.perf_counter() - started, loop_s=time.perf_counter() - loop_started,
+            flops_per_step=lambda p: _flops_per_step(run_setup, p), peak_flops=peak, final_eval=last_eval,
+            checkpoints=manager.all_steps(), checkpoint_dir=str(manager.directory), export=export)
+        run_summary.report(result, workdir, is_chief)
+        return result
+
+    if step == 0 and continues_from:  # the baseline: the trained model before this run changes it
+        last_eval = {"step": 0, **data.evaluate(phase, state.params)}
+        writer.write(0, last_eval)
     try:
         compiled = _compile(run_setup, phase)
-        interval_start, interval_first_step = time.perf_counter(), step
+        loop_started = interval_start = time.perf_counter()
+        interval_first_step = step
         previous_metrics = None
         while step < config.train_steps:
             profiler.before_step(step)
@@ -146,7 +178,7 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
                 interval_start, interval_first_step = time.perf_counter(), step
 
             if step % config.eval_every == 0 or step == phase.end:
-                last_eval = data.evaluate(phase, state.params)
+                last_eval = {"step": step, **data.evaluate(phase, state.params)}  # the step for the summary and card
                 writer.write(step, last_eval)
                 best.offer(step, last_eval, state.params)
                 interval_start, interval_first_step = time.perf_counter(), step
@@ -173,11 +205,11 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
                 _finish_saves(manager, step, run_setup)
                 log.warning("%s received: saved the checkpoint at step %d in %s; exiting cleanly so the job can be "
                             "resumed (the same command resumes it)", watch.describe(), step, manager.directory)
-                return RunResult("preempted", step, last_eval)
+                return RunResult("preempted", step, last_eval, summary("preempted", None))
         _finish_saves(manager, step, run_setup)
-        _export(config, workdir, run_setup, state.params, is_chief)
+        export = _export(config, workdir, run_setup, state.params, is_chief, step, last_eval)
         log.info("finished %d steps", step)
-        return RunResult("finished", step, last_eval)
+        return RunResult("finished", step, last_eval, summary("finished", export))
     finally:
         try:
             manager.wait_until_finished()
@@ -269,17 +301,22 @@ def _check_finite(config, step_metrics, step: int, manager) -> None:
         log.warning("step %d: non-finite loss or gradient; the update was skipped (%d in a row)", step, streak)
 
 
-def _export(config, workdir: str, run_setup: setup_lib.Setup, params, is_chief: bool) -> None:
-    """Writes WORKDIR/export, the Hugging Face directory of the final parameters (config.export_at_end)."""
+def _export(config, workdir: str, run_setup: setup_lib.Setup, params, is_chief: bool, step: int,
+            last_eval: dict | None) -> str | None:
+    """Writes WORKDIR/export, the Hugging Face directory of the final parameters (config.export_at_end), with a model
+    card of the run (its last eval: `last_eval`, else metrics.jsonl's); returns its path."""
     if not config.export_at_end:
-        return
-    from bert_jax.interop import hf
+        return None
+    from bert_jax.interop import hf, model_card
 
     host_params = checkpointing.replicated_host_copy(params)
     if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(host_params)):
         raise TrainingError("the final parameters hold non-finite values: nothing was exported; export an earlier "
                             f"checkpoint with python -m bert_jax.export --workdir {workdir} --step N")
     if is_chief:
+        final_eval = last_eval or model_card.final_eval(os.path.join(workdir, metrics.METRICS_FILE), step)
         hf.export_to(run_setup.graphdef, host_params, workdir, vocab_file=config.data.vocab_file,
-                     lowercase=config.data.lowercase, labels=run_setup.objective.export_labels())
+                     lowercase=config.data.lowercase, labels=run_setup.objective.export_labels(),
+                     run=model_card.RunInfo(config, step, final_eval))
     inputs.sync("exported")
+    return os.path.join(workdir, "export")

@@ -58,10 +58,12 @@ class Setup:
 
     def init_state(self) -> state.TrainState:
         """A fresh state from `config.seed`, created directly on its shardings (from the frozen model's parameters
-        where the objective initialises from them)."""
+        where the objective initialises from them, or from the trained parameters it starts from)."""
         initial = self.objective.initial_params(self.make_model, self.config.seed)
         if initial is not None:
             _check_same_tree(self.abstract_state.params, initial, "the tree of initial (pre-trained) parameters")
+            # Each device receives only its shard of the host arrays: no device ever holds the whole tree.
+            initial = jax.device_put(initial, self.shardings.params)
         return state.init_state(self.make_model, self.optimizer, self.shardings, self.config.seed,
                                 init_params=self.objective.init_params, frozen_params=self.frozen_params,
                                 initial_params=initial)
@@ -144,6 +146,7 @@ def build(config: ml_collections.ConfigDict, devices=None, *, load_frozen: bool 
     rules = merge_rules(config.mesh.rules)
     check_batch_divides(config, mesh, rules)
     objective = objectives.create(config.objective, config)
+    objective.complete_config(config)  # e.g. the architecture of the model the run continues from
     model_config = models.resolve_speed_levers(models.model_config(config.model), devices[0].platform)
     if tuple(objective.heads) not in models.model_heads(model_config):
         raise ConfigError(

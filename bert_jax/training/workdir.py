@@ -7,12 +7,26 @@ deleted under it (`check_present`)."""
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 
 from bert_jax.errors import InputError, TrainingError
 
 LOCK_FILE = ".bert_jax.lock"
+
+
+def is_run_workdir(path: str) -> bool:
+    """A training workdir, not a Hugging Face directory, although both may hold a config.json: it has checkpoints/,
+    or its config.json is a run's (`run_summary.announce` writes the trainer's config, which names an objective)."""
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        return True
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "objective" in config and isinstance(config.get("model"), dict)
 
 log = logging.getLogger("bert_jax")
 

@@ -4,7 +4,8 @@ arguments), their label sets, problem types and metrics. Pure Python plus NumPy:
     task = tasks.get("rte")                      # an unknown name is an InputError listing the known ones
     data = task.read("glue_data/RTE")            # TaskData: train and dev examples, labels as indices or floats
 
-A task is a `Task` (base.py); GLUE's nine are in glue.py, the generic table task in tables.py.
+A task is a `Task` (base.py); GLUE's nine are in glue.py, the generic table task in tables.py, SQuAD v1.1 and v2.0
+(extractive question answering) in squad.py.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ __all__ = ["Example", "Task", "TaskData", "get", "names"]
 
 
 def _tasks() -> dict[str, Task]:
-    from bert_jax.data.tasks import glue, tables
+    from bert_jax.data.tasks import glue, squad, tables
 
-    return {**glue.TASKS, tables.TABLE.name: tables.TABLE}
+    return {**glue.TASKS, tables.TABLE.name: tables.TABLE, **squad.TASKS}
 
 
 def names() -> list[str]:
