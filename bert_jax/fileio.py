@@ -81,3 +81,14 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, data: Any, **dump_options) -> Path:
     return write_text(path, json.dumps(data, **dump_options) + "\n")
+
+
+def write_text_anywhere(path: str | os.PathLike, text: str) -> None:
+    """`write_text` on a local disk; an object store's path (gs://...) through etils.epath, whose writes are
+    whole-object already."""
+    if "://" in str(path):
+        from etils import epath
+
+        epath.Path(path).write_text(text)
+    else:
+        write_text(path, text)

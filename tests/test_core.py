@@ -192,6 +192,7 @@ def test_two_dimensions_on_one_mesh_axis_is_an_error():
     ["bert_jax.compile_ahead", "--config", "configs/base_cased.py:tiny", "--topology", "v9:1x1"],
     ["bert_jax.fill_mask", "--model", "no/such/dir", "a [MASK]"],
     ["bert_jax.finetune", "--model", "no/such/dir", "--task", "rte", "--data", "no/such/RTE", "--workdir", "{tmp}/run"],
+    ["bert_jax.glue", "--model", "no/such/dir", "--data", "no/such/glue_data", "--workdir", "{tmp}/run"],
     ["bert_jax.data.build", "--input", "no/such/*.txt", "--vocab", "data/sample/vocab/vocab.txt", "--output", "{tmp}/data"],
 ])
 def test_every_command_reports_a_user_error_in_one_line_with_status_2(command, tmp_path):

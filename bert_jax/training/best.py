@@ -43,11 +43,12 @@ class BestParams:
                          lowercase=config.data.lowercase, name=BEST_DIR,
                          labels=self.run_setup.objective.export_labels(),
                          run=model_card.RunInfo(config, step, record))
-            target = epath.Path(self.workdir) / BEST_DIR / BEST_FILE
-            if "://" in str(self.workdir):
-                target.write_text(json.dumps(self.best, indent=2))
-            else:
-                fileio.write_json(str(target), self.best, indent=2)
+            write_json(epath.Path(self.workdir) / BEST_DIR / BEST_FILE, self.best)
         inputs.sync("best exported")
         log.info("best %s so far: %.4f at step %d, exported to %s", self.metric, value, step,
                  epath.Path(self.workdir) / BEST_DIR)
+
+
+def write_json(path: epath.Path, data: dict) -> None:
+    """An indented JSON file, written atomically (locally) or whole (an object store)."""
+    fileio.write_text_anywhere(path, json.dumps(data, indent=2) + "\n")

@@ -28,18 +28,20 @@ def parse_tfds_spec(spec: str) -> tuple[str, str]:
     return name, split
 
 
-def _tfds_builder(name: str, data_dir: str | None, spec: str):
+def prepared_builder(name: str, data_dir: str | None, spec: str, pass_data_dir: str = "pass --tfds_data_dir DIR"):
+    """TFDS's builder of `name` in `data_dir`, which must be prepared; else one line saying how to prepare it
+    (`pass_data_dir`: how the command is told the data dir)."""
     import tensorflow_datasets as tfds
 
+    prepare = f"prepare it with `tfds build {name} --data_dir DIR --file_format=array_record` (downloads it)"
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # DatasetNotFoundError and friends; their messages list all of TFDS
         raise InputError(f"{spec}: TFDS dataset {name!r} not found in data dir {data_dir or '(TFDS default)'} "
-                         f"({type(error).__name__}); prepare it with `tfds build {name} --data_dir DIR "
-                         f"--file_format=array_record` and pass --tfds_data_dir DIR") from None
+                         f"({type(error).__name__}); {prepare} and {pass_data_dir}") from None
     if not builder.is_prepared():
-        raise InputError(f"{spec}: TFDS dataset {name!r} is not prepared in {builder.data_dir}; prepare it with "
-                         f"`tfds build {name} --data_dir DIR --file_format=array_record`")
+        raise InputError(f"{spec}: TFDS dataset {name!r} is not prepared in {builder.data_dir}; {prepare} and "
+                         f"{pass_data_dir}")
     return builder
 
 
@@ -49,7 +51,7 @@ def _tensorflow_available() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
-def _random_access(builder) -> bool:
+def random_access(builder) -> bool:
     import tensorflow_datasets as tfds
 
     return builder.info.file_format in (tfds.core.FileFormat.ARRAY_RECORD, tfds.core.FileFormat.PARQUET)
@@ -71,8 +73,8 @@ class TfdsShard(InputShard):
     def documents(self, stats: SourceStats) -> Iterator[list[str]]:
         import tensorflow_datasets as tfds
 
-        builder = _tfds_builder(self.dataset, self.data_dir, self.name)
-        if _random_access(builder):
+        builder = prepared_builder(self.dataset, self.data_dir, self.name)
+        if random_access(builder):
             source = tfds.data_source(self.dataset, split=self.split, data_dir=self.data_dir, download=False)
             for batch_start in range(self.start, self.stop, self.read_batch):
                 indices = list(range(batch_start, min(batch_start + self.read_batch, self.stop)))
@@ -101,13 +103,13 @@ def tfds_shards(spec: str, *, text_field: str, data_dir: str | None, records_per
     import tensorflow_datasets as tfds
 
     name, split = parse_tfds_spec(spec)
-    builder = _tfds_builder(name, data_dir, spec)
+    builder = prepared_builder(name, data_dir, spec)
     features = sorted(builder.info.features.keys()) if hasattr(builder.info.features, "keys") else []
     if features and text_field not in features:
         raise InputError(f"{spec}: no feature {text_field!r} (features: {features}); "
                          f"set --text_field to the feature that holds the text")
     common = dict(dataset=name, split=split, text_field=text_field, data_dir=data_dir, wiki_cleanup=wiki_cleanup)
-    if not _random_access(builder):
+    if not random_access(builder):
         if not _tensorflow_available():
             raise InputError(f"{spec}: the prepared dataset is in {builder.info.file_format.value} form, which "
                              f"tfds.data_source cannot read; rebuild it with `tfds build {name} "
