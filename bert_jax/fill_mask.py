@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bert_jax.fill_mask",
         description="Predict the [MASK] tokens of each TEXT with a Hugging Face-format BERT, RoBERTa or DistilBERT "
-        "directory (model.safetensors, config.json, vocab.txt or tokenizer.json). One JSON line per text, as "
-        "transformers' fill-mask pipeline.",
+        "directory (model.safetensors, config.json, vocab.txt or tokenizer.json): a table of the top guesses per "
+        "[MASK], or with --json one JSON line per text, as transformers' fill-mask pipeline.",
     )
     parser.add_argument("--model", required=True, help="HF-format model directory (e.g. from python -m bert_jax.export)")
     parser.add_argument("--top_k", type=int, default=5, help="predictions per [MASK] (default 5)")
@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                         "python -m bert_jax.export --format onnx --task fill-mask (the onnx extra)")
     parser.add_argument("--onnx_file", default="model.onnx", help="with --backend onnxruntime: the file in --model "
                         "(default %(default)s; model_quantized.onnx for int8, from python -m bert_jax.optimize_onnx)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON line per text, as transformers' fill-mask pipeline returns it")
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="text with one or more [MASK] tokens")
     args = parser.parse_args(argv)
     if args.top_k < 1:
@@ -191,9 +193,22 @@ def main(argv: list[str] | None = None) -> int:
         results = fill_mask(args.texts, top_k=args.top_k)
     except errors.UserError as e:
         return errors.report("python -m bert_jax.fill_mask", e)
-    for result in results:
-        print(json.dumps(result, ensure_ascii=False, allow_nan=False))
+    for text, result in zip(args.texts, results):
+        print(json.dumps(result, ensure_ascii=False, allow_nan=False) if args.json else format_table(text, result))
     return 0
+
+
+def format_table(text: str, result) -> str:
+    """The guesses for each [MASK] of `text`, best first: rank, token, probability, the filled-in text."""
+    lines = [text]
+    per_mask = result if result and isinstance(result[0], list) else [result]
+    for index, guesses in enumerate(per_mask):
+        if len(per_mask) > 1:
+            lines.append(f"  mask {index + 1}:")
+        width = max(len(guess["token_str"]) for guess in guesses)
+        lines += [f"  {rank}. {guess['token_str']:<{width}}  {guess['score']:.3f}  {guess['sequence']}"
+                  for rank, guess in enumerate(guesses, 1)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

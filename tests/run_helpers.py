@@ -19,6 +19,8 @@ def overrides(dataset: Path, **fields) -> list[str]:
     base = {
         "model.hidden_size": 32, "model.num_hidden_layers": 1, "model.num_attention_heads": 2,
         "model.intermediate_size": 64, "model.max_position_embeddings": 64,
+        # Dropout on (the demo's tiny config has none): resume and multi-process tests cover its random stream.
+        "model.hidden_dropout_prob": 0.1, "model.attention_probs_dropout_prob": 0.1,
         "data.dir": str(dataset), "data.build_from": "", "data.worker_count": 0,
         "batch_size": 16, "phases": PHASES, "train_steps": 40, "optimizer.warmup_steps": 4, "optimizer.learning_rate": 3e-3,
         "log_every": 1, "eval_every": 10, "eval_steps": 2, "checkpoint_every": 5,

@@ -31,9 +31,10 @@ from tests.conftest import REPO
 
 OPT = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01,
                                      warmup_steps=2, end_learning_rate=0.0, grad_clip_norm=1.0))
-# The CLI run: the tiny config (2 layers, hidden 128, vocab 4096, dropout 0.1) at batch 8 x 64 tokens.
-CLI_ARGS = ["--config", "configs/base_cased.py:tiny", "--config.batch_size=8", "--max_seq_length", "64", "--steps", "2",
-            "--warmup", "1", "--peak_size", "256", "--json"]
+# The CLI run: the tiny config (2 layers, hidden 128, vocab 4096) with dropout 0.1 at batch 8 x 64 tokens.
+CLI_ARGS = ["--config", "configs/base_cased.py:tiny", "--config.model.hidden_dropout_prob=0.1",
+            "--config.model.attention_probs_dropout_prob=0.1", "--config.batch_size=8", "--max_seq_length", "64",
+            "--steps", "2", "--warmup", "1", "--peak_size", "256", "--json"]
 CLI_SHAPE = dict(batch=8, seq_len=64, max_predictions=10)  # 10 = ceil(15% of 64): the phase is 128 long
 # A second shape, without dropout (jax.nn.dot_product_attention), for the in-process checks.
 SECOND = BertConfig(vocab_size=500, hidden_size=96, num_hidden_layers=2, num_attention_heads=3, intermediate_size=384,

@@ -178,7 +178,7 @@ def test_fill_mask_matches_transformers_pipeline(exported_with_vocab):
 
 def test_fill_mask_cli_on_a_distilbert_directory(exported_with_vocab, capsys):
     _, out = exported_with_vocab
-    assert fill_mask.main(["--model", str(out), "--top_k", "2", "Paris is [MASK] of France."]) == 0
+    assert fill_mask.main(["--json", "--model", str(out), "--top_k", "2", "Paris is [MASK] of France."]) == 0
     predictions = json.loads(capsys.readouterr().out)
     assert len(predictions) == 2 and predictions[0]["sequence"].startswith("paris is ")
 

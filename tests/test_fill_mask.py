@@ -45,7 +45,7 @@ def test_matches_transformers_pipeline(model_dir):
 
 
 def test_cli_prints_one_json_list_per_text(model_dir, capsys):
-    assert fill_mask.main(["--model", str(model_dir), "--top_k", "3", *TEXTS[:2]]) == 0
+    assert fill_mask.main(["--json", "--model", str(model_dir), "--top_k", "3", *TEXTS[:2]]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
     for line in lines:
@@ -53,6 +53,21 @@ def test_cli_prints_one_json_list_per_text(model_dir, capsys):
         assert len(predictions) == 3
         assert set(predictions[0]) == {"score", "token", "token_str", "sequence"}
         assert predictions[0]["score"] >= predictions[1]["score"] >= predictions[2]["score"]
+
+
+def test_cli_prints_a_table_of_the_json_guesses_by_default(model_dir, capsys):
+    texts = [TEXTS[0], "[MASK] is the [MASK] of France."]
+    assert fill_mask.main(["--json", "--model", str(model_dir), "--top_k", "2", *texts]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert fill_mask.main(["--model", str(model_dir), "--top_k", "2", *texts]) == 0
+    table = capsys.readouterr().out
+    assert table == "\n".join(fill_mask.format_table(t, r) for t, r in zip(texts, results)) + "\n"
+    lines = table.splitlines()
+    assert lines[0] == texts[0]
+    first = results[0][0]
+    assert lines[1].split()[:3] == ["1.", first["token_str"], f"{first['score']:.3f}"]
+    assert lines[1].endswith(first["sequence"])
+    assert "  mask 2:" in lines and lines[-1].split()[1] == results[1][1][1]["token_str"]  # two masks, two lists
 
 
 def test_text_without_mask_is_a_clear_error(model_dir, capsys):
@@ -73,7 +88,7 @@ def test_export_cli_random_model_runs_fill_mask(tmp_path, capsys):
     assert export.main(["--config", "configs/base_cased.py:tiny", "--output", str(out)]) == 2  # not empty, no --force
     assert "--force" in capsys.readouterr().err
     capsys.readouterr()
-    assert fill_mask.main(["--model", str(out), "--top_k", "2", "The town lies on the [MASK] ."]) == 0
+    assert fill_mask.main(["--json", "--model", str(out), "--top_k", "2", "The town lies on the [MASK] ."]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
     loaded = transformers.BertForPreTraining.from_pretrained(out)
     assert loaded.config.hidden_size == 128

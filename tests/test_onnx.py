@@ -147,9 +147,9 @@ def test_fill_mask_on_onnx_runtime_prints_what_jax_prints(exported, texts, capsy
     name, _, source, out = exported
     if name == "roberta":
         texts = [text.replace("[MASK]", "<mask>") for text in texts]
-    assert fill_mask.main(["--model", str(source), "--top_k", "4", *texts]) == 0
+    assert fill_mask.main(["--json", "--model", str(source), "--top_k", "4", *texts]) == 0
     jax_lines = capsys.readouterr().out.splitlines()
-    assert fill_mask.main(["--model", str(out), "--backend", "onnxruntime", "--top_k", "4", *texts]) == 0
+    assert fill_mask.main(["--json", "--model", str(out), "--backend", "onnxruntime", "--top_k", "4", *texts]) == 0
     onnx_lines = capsys.readouterr().out.splitlines()
     assert len(jax_lines) == len(onnx_lines) == 2
     for jax_line, onnx_line in zip(jax_lines, onnx_lines):

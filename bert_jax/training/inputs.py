@@ -30,6 +30,15 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def build_from_config(config, lengths) -> build.BuildConfig:
+    """The build of `data.build_from` that a run makes when its data is missing (the demo's)."""
+    return build.BuildConfig(inputs=(config.data.build_from,),
+                             vocab=storage.local_copy(config.data.vocab_file, flag="data.vocab_file"),
+                             lowercase=config.data.lowercase, max_seq_lengths=tuple(lengths),
+                             example_kind=config.data.example_kind,
+                             eval_fraction=config.data.get("build_eval_fraction", 0.01))
+
+
 def ensure_data(run_setup, plan: list[Phase]) -> None:
     """Builds the dataset from `data.build_from` when it is missing (the tiny demo; process 0 builds, all wait), then
     checks, before any step, that it fits the run: every length built, its vocab of the model's kind and within its
@@ -40,11 +49,7 @@ def ensure_data(run_setup, plan: list[Phase]) -> None:
     if missing and config.data.build_from:
         if jax.process_index() == 0:
             log.info("building %s from %s (sequence lengths %s)", config.data.dir, config.data.build_from, lengths)
-            build_config = build.BuildConfig(inputs=(config.data.build_from,),
-                                             vocab=storage.local_copy(config.data.vocab_file, flag="data.vocab_file"),
-                                             lowercase=config.data.lowercase, max_seq_lengths=tuple(lengths),
-                                             example_kind=config.data.example_kind,
-                                             eval_fraction=config.data.get("build_eval_fraction", 0.01))
+            build_config = build_from_config(config, lengths)
             with storage.staged_output(config.data.dir, flag="data.dir") as output:  # gs://: built, then uploaded
                 report = build.build(build_config, output, workers=os.cpu_count() or 1)
             overall = report.stats["overall"]
