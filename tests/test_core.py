@@ -140,7 +140,8 @@ def test_loading_a_config_imports_no_jax_or_model_code():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["objective=nsp_only"], "objective 'nsp_only' is not supported; use one of ['classification', 'distillation', 'mlm', 'mlm_nsp']"),
+    (["objective=nsp_only"], "objective 'nsp_only' is not supported; use one of ['classification', 'distillation', "
+                             "'mlm', 'mlm_nsp', 'multiple_choice', 'question_answering', 'token_classification']"),
     (["model.model_type=gpt2"], "model.model_type 'gpt2' is not supported"),
     (["model.dropout_impl=fastest"], "model.dropout_impl 'fastest' is not supported"),
     (["mesh.rules=[('vocab', 'model')]"], "names mesh axis 'model'"),

@@ -182,9 +182,9 @@ def test_export_fill_mask_and_import_through_the_bucket(gcs, trained, tmp_path, 
 
     capsys.readouterr()
     text = "The river [MASK] through the old town."
-    assert fill_mask.main(["--model", f"{ROOT}/exported", "--top_k", "3", text]) == 0
+    assert fill_mask.main(["--json", "--model", f"{ROOT}/exported", "--top_k", "3", text]) == 0
     from_bucket = capsys.readouterr().out
-    assert fill_mask.main(["--model", str(trained / "export"), "--top_k", "3", text]) == 0
+    assert fill_mask.main(["--json", "--model", str(trained / "export"), "--top_k", "3", text]) == 0
     assert from_bucket == capsys.readouterr().out and len(json.loads(from_bucket)) == 3
     assert not (gcs["scratch"] / "gs:").exists()
 

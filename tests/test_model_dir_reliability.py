@@ -44,7 +44,7 @@ def edit_tensors(directory, edit):
 
 
 def run_fill_mask(capsys, *args):
-    code = fill_mask.main(list(args))
+    code = fill_mask.main(["--json", *args])
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -126,7 +126,7 @@ def test_checksums_catch_a_changed_value_and_a_non_finite_state(sample_dataset):
     with pytest.raises(errors.TrainingError, match="non-finite values, so it was not saved"):
         integrity.check_savable(integrity.summarize(state), 7)
     with pytest.raises(errors.TrainingError, match="nothing was exported"):
-        trainer._export(config(sample_dataset, export_at_end=True), "unused", run, state.params, True)
+        trainer._export(config(sample_dataset, export_at_end=True), "unused", run, state.params, True, 7, None)
 
 
 def test_ctrl_c_saves_and_exits_cleanly_and_a_second_aborts(sample_dataset, tmp_path):

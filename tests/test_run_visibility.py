@@ -61,8 +61,10 @@ def _resolved_config(sample_dataset):
 def test_workdir_config_json_is_the_resolved_config(reference_run_result, sample_dataset):
     workdir, log = reference_run_result
     config = _resolved_config(sample_dataset)
-    assert json.loads((workdir / "config.json").read_text()) == run_summary.config_dict(config)
-    assert "config (resolved):" in log and '"train_steps": 40' in log
+    written = json.loads((workdir / "config.json").read_text())
+    assert written == run_summary.config_dict(config)
+    assert written["phases"][0] == {"max_seq_length": 32, "fraction": 0.5, "max_predictions": 5}  # dicts, not text
+    assert "config (resolved, also in config.json): {" in log and '"train_steps": 40' in log
     export_params = sum(t.size for t in hf.read_safetensors(workdir / "export").values())
     logged = int(re.search(r"model: bert, ([\d,]+) trainable parameters", log).group(1).replace(",", ""))
     assert logged == export_params  # BertForPreTraining: every trained tensor is exported

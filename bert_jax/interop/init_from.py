@@ -39,7 +39,7 @@ def prepare_config(config: ml_collections.ConfigDict, explicit: Iterable[str] = 
     disagreement with the source is an error rather than replaced."""
     from bert_jax.configuration import validate
     from bert_jax.interop import sources
-    from bert_jax.objectives.classification import COMPUTE_FIELDS  # the run's choice, whatever the source
+    from bert_jax.models import COMPUTE_FIELDS  # the run's choice, whatever the source
 
     spec = config.get("init_from", "")
     if not spec:

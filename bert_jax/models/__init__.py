@@ -15,6 +15,11 @@ import pkgutil
 from typing import Any, Callable, Mapping
 
 
+# The fields of config.model a run chooses (how it computes), whatever the architecture's source (a pre-trained
+# model for fine-tuning or init_from): every other field is the architecture's.
+COMPUTE_FIELDS = ("dtype", "param_dtype", "scan_layers", "dropout_impl", "decoder_impl")
+
+
 @functools.cache
 def architectures() -> dict[str, Any]:
     """model_type -> its `*_config` module, for every `models/*_config.py`."""

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bert_jax.models import COMPUTE_FIELDS
 from bert_jax.objectives.base import BatchShape, Objective, TaskExamples
 
 log = logging.getLogger("bert_jax")
@@ -160,10 +161,6 @@ class SequenceClassification(Objective):
         report = sources.load_encoder(sources.describe(self.settings.model), model)
         log.info("fine-tuning %s from %s: %s", type(model).__name__, self.settings.model, report.replace("\n", "; "))
         return jax.device_get(nnx.state(model, nnx.Param))
-
-
-# The fields of config.model a run chooses (compute); the architecture's come from the pre-trained source.
-COMPUTE_FIELDS = ("dtype", "param_dtype", "scan_layers", "dropout_impl", "decoder_impl")
 
 
 def prepare_config(config, train_rows=None):

@@ -28,8 +28,18 @@ SUMMARY_FILE = "summary.json"
 
 
 def config_dict(config) -> dict:
-    """The config as plain JSON values (tuples become lists), as WORKDIR/config.json holds it."""
-    return json.loads(json.dumps(config.to_dict(), default=str))
+    """The config as plain JSON values (tuples become lists, the phases' ConfigDicts dicts), as WORKDIR/config.json
+    holds it."""
+    def plain(value):
+        if hasattr(value, "to_dict"):
+            value = value.to_dict()
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value]
+        return value
+
+    return json.loads(json.dumps(plain(config), default=str))
 
 
 def parameter_count(abstract_params) -> int:
@@ -49,7 +59,8 @@ def _write_json(workdir: str, name: str, data: dict) -> None:
 def announce(config, run_setup, workdir: str, is_chief: bool) -> None:
     """Logs the resolved config and the parameter count; process 0 writes WORKDIR/config.json."""
     resolved = config_dict(config)
-    log.info("config (resolved):\n%s", json.dumps(resolved, indent=2))
+    # One line (the file has it indented): log scanners and `grep` see one record per event.
+    log.info("config (resolved, also in %s): %s", RUN_CONFIG_FILE, json.dumps(resolved, sort_keys=True))
     log.info("model: %s, %s trainable parameters", run_setup.model_config.model_type,
              f"{parameter_count(run_setup.abstract_state.params):,}")
     if is_chief:

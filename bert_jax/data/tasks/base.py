@@ -22,6 +22,14 @@ class Example:
 
 
 @dataclasses.dataclass(frozen=True)
+class TestSplit:
+    """An unlabelled split: GLUE's example indices (the submission's `index` column) and the texts (label None)."""
+
+    indices: list[str]
+    examples: list[Example]
+
+
+@dataclasses.dataclass(frozen=True)
 class TaskData:
     """A task's examples as read: the train split and the dev splits (MNLI has two; the first is the primary)."""
 

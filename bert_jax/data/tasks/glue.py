@@ -17,11 +17,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from bert_jax.data.tasks.base import (REGRESSION, SINGLE_LABEL, Example, Task, TaskData, check_not_empty,
-                                      label_index, regression_value)
+from bert_jax.data.sources.tfds_datasets import TFDS_PREFIX
+from bert_jax.data.tasks.base import (REGRESSION, SINGLE_LABEL, Example, Task, TaskData, TestSplit,
+                                      check_not_empty, label_index, regression_value)
 from bert_jax.errors import InputError
 
-TFDS_PREFIX = "tfds:"
 INDEX_COLUMNS = ("index", "id")  # a test file's example index: GLUE's `index`, QQP's `id`
 BINARY = ("0", "1")
 NLI_BINARY = ("entailment", "not_entailment")
@@ -112,14 +112,6 @@ class GlueTask(Task):
             raise InputError(f"{path}:1: the header lacks the column(s) {missing} of {self.directory}'s layout (it "
                              f"has {first_row}); is this the {self.directory} file of GLUE's distribution?")
         return {key: first_row.index(name) for key, name in wanted.items()}, len(first_row)
-
-
-@dataclasses.dataclass(frozen=True)
-class TestSplit:
-    """An unlabelled split: GLUE's example indices (the submission's `index` column) and the texts (label None)."""
-
-    indices: list[str]
-    examples: list[Example]
 
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:

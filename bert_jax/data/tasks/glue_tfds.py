@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bert_jax.data.tasks.base import REGRESSION, Example, check_not_empty
-from bert_jax.data.tasks.glue import TFDS_PREFIX, TestSplit
+from bert_jax.data.sources.tfds_datasets import TFDS_PREFIX
+from bert_jax.data.tasks.base import REGRESSION, Example, TestSplit, check_not_empty
 from bert_jax.errors import InputError
 
 # Our split names -> TFDS glue's.
