@@ -335,7 +335,9 @@ def test_a_killed_worker_is_one_clear_error_and_a_rerun_resumes(many_shards, tmp
     assert error.startswith("python -m bert_jax.data.build: error: a build worker process was killed")
     assert "Rerun the same command to resume" in error and "out-of-memory killer" in error
     lost = [name for name in os.listdir(many_shards) if str(many_shards / name) in error]
-    assert lost and all(not (output / ".parts" / f"{int(name[5:9]):05d}.stats.json").exists() for name in lost)
+    # The parts in flight are named; one may have written its files just before the kill (the rerun keeps it), the
+    # killed worker's own part has not.
+    assert lost and any(not (output / ".parts" / f"{int(name[5:9]):05d}.stats.json").exists() for name in lost)
     assert start_build(many_shards, output, tmp_path / "log").wait(timeout=300) == 0
     err = (tmp_path / "log").read_text()
     [to_do] = re.findall(r"build: (\d+) of 300 input shards to do", err)
