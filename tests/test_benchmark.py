@@ -374,7 +374,9 @@ def test_peer_script_trains_the_same_model_on_the_same_labels(dtype):
     for side in ("bert_jax", "transformers"):
         assert r[side]["step_s"] > 0 and r[side]["steps"] == 1
         assert abs(r["losses"][side] - untrained) < 0.1 * untrained, (side, r["losses"])
-    assert 0 < r["bert_jax"]["mfu"] < 1
+    # Positive and finite; no upper bound: the peak here is a 256-wide matmul (fast to time, far below the CPU's real
+    # peak), which the tiny step can outrun (seen: 1.15).
+    assert 0 < r["bert_jax"]["mfu"] and math.isfinite(r["bert_jax"]["mfu"])
 
 
 def test_peer_script_rejects_an_unsupported_dtype():
