@@ -49,11 +49,9 @@ def parameter_count(abstract_params) -> int:
 
 def _write_json(workdir: str, name: str, data: dict) -> None:
     path = epath.Path(workdir) / name
-    if "://" in str(workdir):  # object stores: no atomic rename, one write is one object
-        path.write_text(json.dumps(data, indent=2) + "\n")
-    else:
+    if "://" not in str(workdir):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fileio.write_json(str(path), data, indent=2)
+    fileio.write_text_anywhere(str(path), json.dumps(data, indent=2) + "\n")  # atomic locally, one object on gs://
 
 
 def announce(config, run_setup, workdir: str, is_chief: bool) -> None:
