@@ -222,6 +222,27 @@ def test_a_full_disk_stops_with_one_line_and_the_partial_checkpoint_is_cleaned(s
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
+def test_the_error_that_stopped_the_run_is_the_one_raised_when_the_metrics_cannot_be_flushed_either(
+        sample_dataset, tmp_path, monkeypatch, caplog):
+    # On a full disk the metrics writer's last flush fails too; it must not replace the one-line disk-full error.
+    def disk_full(directory, step, approx_bytes):
+        raise integrity.save_failure(OSError(errno.ENOSPC, "No space left on device"), directory, step, approx_bytes)
+
+    def close_on_full_disk(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(integrity, "check_space", disk_full)
+    monkeypatch.setattr(trainer.metrics.MetricsWriter, "close", close_on_full_disk)
+    with caplog.at_level(logging.WARNING, logger="bert_jax"), \
+            pytest.raises(errors.TrainingError, match="checkpoint of step 3 .* the disk is full"):
+        trainer.run(config(sample_dataset), str(tmp_path / "run"))
+    assert any("metrics writer could not be closed" in r.getMessage() for r in caplog.records)
+    # Without an error in flight a failed close is not hidden.
+    monkeypatch.setattr(integrity, "check_space", lambda *args: None)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.run(config(sample_dataset), str(tmp_path / "other_run"))
+
+
 def test_save_failures_become_one_line(tmp_path):
     full = integrity.save_failure(OSError(errno.ENOSPC, "No space left on device"), tmp_path / "checkpoints", 9,
                                   3 * 2**20)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -212,14 +213,27 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
         log.info("finished %d steps", step)
         return RunResult("finished", step, last_eval, summary("finished", export))
     finally:
+        failing = sys.exc_info()[1] is not None
         try:
             manager.wait_until_finished()
             manager.close()
         except Exception:  # noqa: BLE001 - a failed save was already reported (or is being raised) by _finish_saves
             log.debug("closing the checkpoint manager after a failure", exc_info=True)
-        writer.close()
+        _close(writer.close, "the metrics writer", failing)
         watch.close()
         profiler.stop()
+
+
+def _close(close, what: str, failing: bool) -> None:
+    """Closes `what`; while the run is already stopping with an error, a failure to close (a full disk cannot take
+    the last metrics either) is logged rather than raised, so the user sees the error that stopped the run."""
+    try:
+        close()
+    except Exception as error:  # noqa: BLE001 - any write error; the run's own error is the one to report
+        if not failing:
+            raise
+        log.warning("%s could not be closed after the run failed (%s: %s); its last records may be missing",
+                    what, type(error).__name__, error)
 
 
 def _save(manager, step: int, state, iterator, metadata: dict, run_setup: setup_lib.Setup) -> None:

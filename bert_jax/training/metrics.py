@@ -197,7 +197,7 @@ class MetricsWriter:
             self._upload()
 
     def close(self) -> None:
-        if self._tensorboard is not None:
-            self._tensorboard.close()
+        tensorboard, self._tensorboard = self._tensorboard, None
+        if tensorboard is not None:
+            tensorboard.close()
         self.flush()
-        self._tensorboard = None
