@@ -27,8 +27,8 @@ PROG = "python -m bert_jax.report"
 METRICS_FILE = "metrics.jsonl"
 PNG_FILE, HTML_FILE = "report.png", "report.html"
 # Fields of a metrics line that are bookkeeping or speed, not the model's quality: not plotted.
-NOT_PLOTTED = ("step", "kind", "phase", "eta_s", "step_s", "tokens_per_s", "mfu", "grad_norm", "nonfinite_steps",
-               "max_seq_length", "examples")
+NOT_PLOTTED = ("step", "kind", "phase", "eta_s", "step_s", "tokens_per_s", "examples_per_s", "mfu", "grad_norm",
+               "nonfinite_steps", "max_seq_length", "examples")
 
 
 def read_metrics(workdir: str) -> list[dict]:

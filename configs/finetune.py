@@ -36,6 +36,8 @@ def get_config(arg=None):
     finetune.data = ""  # the task's folder: glue_data/<TASK>, train/dev tables, SQuAD, CoNLL or SWAG files (--data)
     finetune.epochs = 3.0  # passes over the train split (an epoch is ceil(N / batch_size) steps)
     finetune.warmup_fraction = 0.1  # share of all steps warming the learning rate up from 0
+    finetune.length_bucket = 16  # cut each batch to its longest example rounded up to this many tokens (0: never)
+    finetune.group_by_length = False  # batch examples of similar length (transformers' group_by_length): less padding
     finetune.text_a = ""  # table task: the column of the (first) text; swag: the context's ("" = sent1)
     finetune.text_b = ""  # table task: the column of the second text of a pair ("" = single texts); swag: sent2's
     finetune.label_column = ""  # table task: the label's column; swag: the right choice's index ("" = label)

@@ -123,24 +123,31 @@ def rte_rows(count, seed):
     return rows
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def export_tiny_bert(out, **fields):
     """A tiny pre-trained-layout BERT (BertForPreTraining) with the sample vocab, as a Hugging Face directory."""
     config = BertConfig(vocab_size=4096, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64)
-    out = tmp_path_factory.mktemp("tiny_bert") / "model"
+                        intermediate_size=37, max_position_embeddings=64, **fields)
     hf.export_pretrained(BertForPreTraining(config, rngs=nnx.Rngs(0)), out, vocab_file=VOCAB)
     return out
 
 
 @pytest.fixture(scope="module")
-def rte_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("glue") / "RTE"
+def tiny_model(tmp_path_factory):
+    return export_tiny_bert(tmp_path_factory.mktemp("tiny_bert") / "model")
+
+
+def write_rte(root, train_rows, dev_rows):
+    """GLUE's RTE layout (train.tsv, dev.tsv) in `root`."""
     root.mkdir()
     header = ["index", "sentence1", "sentence2", "label"]
-    write_tsv(root / "train.tsv", header, rte_rows(40, 0))
-    write_tsv(root / "dev.tsv", header, rte_rows(20, 1))
+    write_tsv(root / "train.tsv", header, train_rows)
+    write_tsv(root / "dev.tsv", header, dev_rows)
     return root
+
+
+@pytest.fixture(scope="module")
+def rte_dir(tmp_path_factory):
+    return write_rte(tmp_path_factory.mktemp("glue") / "RTE", rte_rows(40, 0), rte_rows(20, 1))
 
 
 ARGS = ["--config.batch_size=16", "--config.phases=[{'max_seq_length': 32, 'fraction': 1.0, 'max_predictions': 1}]",

@@ -378,6 +378,16 @@ def test_finetune_squad_v2_metrics_equal_transformers_on_the_export(tiny_model, 
         assert logged[name] == pytest.approx(expected[name], abs=1e-9), name
     assert transformers.AutoModelForQuestionAnswering.from_pretrained(workdir / "export").config.num_labels == 2
 
+    # the official scripts' inputs next to the best parameters: they score to the logged metrics
+    written = json.loads((workdir / "best" / "predictions.json").read_text())
+    null_odds = json.loads((workdir / "best" / "null_odds.json").read_text())
+    assert set(written) == set(null_odds) == {example.id for example in data.dev["dev"]}
+    rescored = squad_metrics.compute(data.dev["dev"], written, True)
+    assert rescored["exact_match"] == logged["exact_match"] and rescored["f1"] == logged["f1"]
+    assert all(written[qid] == "" for qid, diff in null_odds.items() if diff > 0)  # threshold 0: null wins
+    for qid, diff in answers.null_score_diffs.items():
+        assert null_odds[qid] == pytest.approx(diff, abs=1e-3), qid
+
     # bad data is one line through the command
     (squad_v2_dir.parent / "bad").mkdir()
     bad = write_squad(squad_v2_dir.parent / "bad", GOOD, squad_json([article("Rivers", "The Thames.", qa(

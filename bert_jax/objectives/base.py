@@ -140,10 +140,18 @@ class Objective(abc.ABC):
         """The per-example outputs evaluation keeps for `eval_metrics` (e.g. logits); none by default."""
         return {}
 
+    # The `predictions` with a position axis (axis 1): evaluation pads them back after cutting batches short.
+    sequence_predictions: tuple[str, ...] = ()
+
     def eval_metrics(self, split: str, predictions: Mapping[str, np.ndarray],
                      fields: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Metrics of a whole eval split that are not sums (F1, correlations), from `predictions` of its examples
         and their batch fields; none by default."""
+        return {}
+
+    def eval_files(self) -> dict[str, str]:
+        """Files the last evaluation produced, saved next to the best parameters when it was the best (file name ->
+        text): SQuAD's predictions.json and null_odds.json for the official scripts; none by default."""
         return {}
 
     def export_labels(self) -> tuple[str, ...] | None:

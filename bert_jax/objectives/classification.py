@@ -182,6 +182,9 @@ def prepare_config(config, train_rows=None):
     settings = config.finetune
     if settings.get("init", "pretrained") not in ("pretrained", "random"):
         raise ConfigError(f"finetune.init must be 'pretrained' or 'random', got {settings.init!r}")
+    if settings.get("length_bucket", 0) < 0:
+        raise ConfigError(f"finetune.length_bucket is {settings.length_bucket}; it is a number of tokens to round "
+                          "each batch's length up to (0 keeps every batch at max_seq_length)")
     task = tasks.get(settings.task)
     data = task.read(settings.data, settings)
     source = sources.describe(settings.model)

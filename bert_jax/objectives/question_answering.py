@@ -17,6 +17,7 @@ Config: `config.finetune.{doc_stride, max_query_length, max_answer_length, n_bes
 
 from __future__ import annotations
 
+import json
 import logging
 
 import jax.numpy as jnp
@@ -38,6 +39,12 @@ class QuestionAnswering(classification.SequenceClassification):
     name = "question_answering"
     heads = ("question_answering",)
     train_metrics = ()
+    sequence_predictions = ("start_logits", "end_logits")
+    _eval_files: dict[str, str]
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._eval_files = {}  # of the last evaluation, per split (`eval_files`)
 
     # ----------------------------------------------------------------------------------------------- loss
 
@@ -92,8 +99,12 @@ class QuestionAnswering(classification.SequenceClassification):
             version_2=version_2, null_score_diff_threshold=self.settings.null_score_diff_threshold)
         answers = squad_postprocess.select_answers(examples, fields["example_index"], fields["offsets"],
                                                    predictions["start_logits"], predictions["end_logits"], selection)
+        self._eval_files.update(prediction_files(split, answers, version_2))
         return squad_metrics.compute(examples, answers.predictions, version_2, answers.null_score_diffs,
                                      answers.best_spans)
+
+    def eval_files(self) -> dict[str, str]:
+        return dict(self._eval_files)
 
     def export_labels(self):
         return None  # transformers' QA configs: LABEL_0 and LABEL_1
@@ -106,6 +117,17 @@ class QuestionAnswering(classification.SequenceClassification):
                 raise ConfigError(f"config.finetune.{field} is {config.finetune[field]}; it counts tokens or "
                                   "candidates, so it must be at least 1")
         return classification.prepare_config(config, train_rows=_train_features)
+
+
+def prediction_files(split: str, answers, version_2: bool) -> dict[str, str]:
+    """The official evaluation scripts' inputs for `split` (the dev split's unprefixed): predictions.json (question
+    id -> answer text, "" for no answer) and, for v2.0, null_odds.json (question id -> no-answer score minus the best
+    span's, what `evaluate-v2.0.py --na-prob-file` ranks by)."""
+    prefix = "" if split == "dev" else f"{split}_"
+    files = {f"{prefix}predictions.json": json.dumps(answers.predictions, indent=2, ensure_ascii=False) + "\n"}
+    if version_2:
+        files[f"{prefix}null_odds.json"] = json.dumps(answers.null_score_diffs, indent=2) + "\n"
+    return files
 
 
 def _train_features(config, data, source) -> int:

@@ -62,6 +62,8 @@ class TokenClassification(SequenceClassification):
         return TaskExamples(train=fields("train", data.train),
                             eval_splits={name: fields(name, split) for name, split in data.dev.items()})
 
+    sequence_predictions = ("predicted",)
+
     def predictions(self, outputs):
         return {"predicted": jnp.argmax(outputs["logits"], axis=-1).astype(jnp.int32)}
 

@@ -44,6 +44,8 @@ class BestParams:
                          labels=self.run_setup.objective.export_labels(),
                          run=model_card.RunInfo(config, step, record))
             write_json(epath.Path(self.workdir) / BEST_DIR / BEST_FILE, self.best)
+            for name, text in self.run_setup.objective.eval_files().items():  # this evaluation's prediction files
+                fileio.write_text_anywhere(epath.Path(self.workdir) / BEST_DIR / name, text)
         inputs.sync("best exported")
         log.info("best %s so far: %.4f at step %d, exported to %s", self.metric, value, step,
                  epath.Path(self.workdir) / BEST_DIR)

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax.errors import TrainingError
-from bert_jax.training import (checkpointing, chip_peaks, flops, inputs, integrity, metrics, resume, run_summary,
+from bert_jax.training import (checkpointing, chip_peaks, compiled_steps, flops, inputs, integrity, metrics, resume, run_summary,
                                setup as setup_lib)
 from bert_jax.training.best import BestParams
 from bert_jax.training.phases import Phase, phase_at, phase_plan
@@ -130,7 +130,7 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
 
     peak = _peak_flops(config, run_setup)
     watch = checkpointing.PreemptionWatch()
-    interval = metrics.IntervalMetrics(run_setup.objective)
+    interval_metrics = metrics.IntervalMetrics(run_setup.objective)
     profiler = Profiler(config, workdir)
     best = BestParams(run_setup, workdir, is_chief)
     last_eval = None
@@ -139,8 +139,9 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
     def summary(status: str, export: str | None) -> run_summary.RunSummary:
         result = run_summary.summarize(
             status=status, config=config, plan=plan, start_step=first_step, end_step=step,
-            wall_s=time.perf_counter() - started, loop_s=time.perf_counter() - loop_started,
-            flops_per_step=lambda p: _flops_per_step(run_setup, p), peak_flops=peak, final_eval=last_eval,
+            wall_s=time.perf_counter() - started,
+            loop_s=time.perf_counter() - loop_started - (steps.compile_s - compiled_before),
+            tokens_this_run=steps.tokens, flops_this_run=steps.flops, peak_flops=peak, final_eval=last_eval,
             checkpoints=manager.all_steps(), checkpoint_dir=str(manager.directory), export=export,
             chance=run_setup.objective.chance_levels(run_setup.model_config))
         run_summary.report(result, workdir, is_chief)
@@ -150,40 +151,36 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
         last_eval = {"step": 0, **data.evaluate(phase, state.params)}
         writer.write(0, last_eval)
     try:
-        compiled = _compile(run_setup, phase)
-        loop_started = interval_start = time.perf_counter()
-        interval_first_step = step
+        steps = compiled_steps.CompiledSteps(run_setup)
+        steps.start_phase(phase)
+        loop_started, compiled_before = time.perf_counter(), steps.compile_s
+        interval = Interval(step, steps)
         previous_metrics = None
         while step < config.train_steps:
             profiler.before_step(step)
-            state, step_metrics = compiled(state, run_setup.global_batch(next(iterator)), *run_setup.frozen_args)
+            state, step_metrics = steps(state, next(iterator))
             step += 1
             if lock is not None:
                 lock.check_present()
-            interval.add(step_metrics)
+            interval_metrics.add(step_metrics)
             # The previous step's streak is read while this one runs: the device never waits for the host.
             if previous_metrics is not None:
                 _check_finite(config, previous_metrics, step - 1, manager)
             previous_metrics = step_metrics
 
             if step % config.log_every == 0 or step == phase.end:
-                record = interval.read()
-                elapsed = time.perf_counter() - interval_start
-                seconds_per_step = elapsed / max(step - interval_first_step, 1)
-                tokens_per_step = config.batch_size * phase.max_seq_length
-                record["tokens_per_s"] = tokens_per_step / seconds_per_step
-                record["mfu"] = _flops_per_step(run_setup, phase) / seconds_per_step / peak
-                record["step_s"] = seconds_per_step
+                record = interval_metrics.read()
+                record.update(interval.rates(step, config.batch_size, peak))
                 record["phase"] = phase.index
-                record["eta_s"] = _eta(plan, run_setup, step, phase, seconds_per_step)
+                record["eta_s"] = _eta(plan, run_setup, step, phase, record["step_s"])
                 writer.write(step, dict(kind="train", **record))
-                interval_start, interval_first_step = time.perf_counter(), step
+                interval = Interval(step, steps)
 
             if step % config.eval_every == 0 or step == phase.end:
                 last_eval = {"step": step, **data.evaluate(phase, state.params)}  # the step for the summary and card
                 writer.write(step, last_eval)
                 best.offer(step, last_eval, state.params)
-                interval_start, interval_first_step = time.perf_counter(), step
+                interval = Interval(step, steps)
 
             boundary = step == phase.end and step < config.train_steps
             if boundary:
@@ -191,8 +188,8 @@ def _run(config, workdir: str, run_setup: setup_lib.Setup, plan, is_chief: bool,
                 log.info("phase %d from step %d: sequence length %d, %d predictions", phase.index, step,
                          phase.max_seq_length, phase.max_predictions)
                 iterator = data.train_iterator(phase)
-                compiled = _compile(run_setup, phase)
-                interval_start, interval_first_step = time.perf_counter(), step
+                steps.start_phase(phase)
+                interval = Interval(step, steps)
 
             _raise_save_failures(manager, step, run_setup)  # a background save that failed stops the run now
             if lock is not None:
@@ -271,25 +268,29 @@ def _frozen_fingerprint(run_setup: setup_lib.Setup) -> str:
     return "" if run_setup.frozen is None else run_setup.frozen.fingerprint
 
 
-def _compile(run_setup: setup_lib.Setup, phase: Phase):
-    """Compiles the step for the phase's shapes ahead of the first batch: the log shows compile time and memory."""
-    batch = run_setup.abstract_batch(run_setup.batch_shape(phase.max_seq_length, phase.max_predictions))
-    start = time.perf_counter()
-    compiled = run_setup.train_step.lower(run_setup.abstract_state, batch, *run_setup.frozen_args).compile()
-    seconds = time.perf_counter() - start
-    memory = compiled.memory_analysis()
-    per_device = ""
-    if memory is not None:
-        total = (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
-                 - memory.alias_size_in_bytes)
-        per_device = f", {total / 2**20:.1f} MiB per device"
-    log.info("compiled the train step for sequence length %d in %.1f s%s", phase.max_seq_length, seconds, per_device)
-    return compiled
+class Interval:
+    """The steps since the last log line: their tokens and FLOPs at the lengths they ran at, over the seconds they
+    took without compilation."""
+
+    def __init__(self, step: int, steps: compiled_steps.CompiledSteps) -> None:
+        self.first_step, self.steps = step, steps
+        self.started = time.perf_counter()
+        self.tokens, self.flops, self.compile_s = steps.tokens, steps.flops, steps.compile_s
+
+    def rates(self, step: int, batch_size: int, peak: float) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.started - (self.steps.compile_s - self.compile_s)
+        elapsed = max(elapsed, 1e-9)
+        count = max(step - self.first_step, 1)
+        return {"tokens_per_s": (self.steps.tokens - self.tokens) / elapsed,
+                "examples_per_s": batch_size * count / elapsed,
+                "mfu": (self.steps.flops - self.flops) / elapsed / peak,
+                "step_s": elapsed / count}
 
 
 def _flops_per_step(run_setup: setup_lib.Setup, phase: Phase) -> float:
-    shape = run_setup.batch_shape(phase.max_seq_length, phase.max_predictions)
-    return run_setup.flops_per_token(shape) * shape.batch_size * shape.seq_len
+    """At the phase's full length (what the ETA prices a step at)."""
+    return compiled_steps.flops_per_step(run_setup, run_setup.batch_shape(phase.max_seq_length,
+                                                                           phase.max_predictions))
 
 
 def _eta(plan, run_setup, step: int, phase: Phase, seconds_per_step: float) -> float:

@@ -5,9 +5,9 @@ Per-step metrics stay on the device and are summed there (non-finite steps maske
 per `log_every` steps instead of stalling the device every step. Only process 0 writes.
 
 metrics.jsonl holds one JSON object per line: train lines at each logged step (`"kind": "train"`, `step`, `loss`,
-the objective's summaries (e.g. an accuracy), `learning_rate`, `grad_norm`, `tokens_per_s`, `mfu`,
-`nonfinite_steps`, ...) and eval lines (`"kind": "eval"`). `step` counts optimizer steps done. After a resume, lines
-past the restored step (logged before the interruption and about to be redone) are removed, so the file reads as one
+the objective's summaries (e.g. an accuracy), `learning_rate`, `grad_norm`, `tokens_per_s` (at the lengths the
+steps ran at), `examples_per_s`, `mfu`, `nonfinite_steps`, ...) and eval lines (`"kind": "eval"`). `step` counts
+optimizer steps done. After a resume, lines past the restored step (logged before the interruption and about to be redone) are removed, so the file reads as one
 uninterrupted run. The objective decides which summaries exist (`Objective.summarize`); this module names none.
 """
 
@@ -123,6 +123,7 @@ def console_line(step: int, total_steps: int, record: dict[str, Any], train_metr
         f"lr {record['learning_rate']:.2e}",
         f"gnorm {record['grad_norm']:.3f}",
         f"{_format_rate(record['tokens_per_s'])} tok/s",
+        *([f"{record['examples_per_s']:.1f} ex/s"] if "examples_per_s" in record else []),
         f"MFU {100 * record['mfu']:.1f}%",
         f"ETA {format_duration(record['eta_s'])}",
     ]

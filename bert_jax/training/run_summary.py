@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import math
-from typing import Any, Callable
+from typing import Any
 
 import jax
 from etils import epath
@@ -109,15 +109,16 @@ def tokens_between(plan: list[Phase], batch_size: int, start: int, end: int) -> 
 
 
 def summarize(*, status: str, config, plan: list[Phase], start_step: int, end_step: int, wall_s: float,
-              loop_s: float, flops_per_step: Callable[[Phase], float], peak_flops: float,
+              loop_s: float, tokens_this_run: int, flops_this_run: float, peak_flops: float,
               final_eval: dict[str, Any] | None, checkpoints: list[int], checkpoint_dir: str,
               export: str | None, chance: dict[str, float] | None = None) -> RunSummary:
-    tokens_this_run = tokens_between(plan, config.batch_size, start_step, end_step)
-    flops = sum(max(min(end_step, p.end) - max(start_step, p.start), 0) * flops_per_step(p) for p in plan)
+    """`tokens_this_run` and `flops_this_run` are counted at the lengths the steps ran at (`CompiledSteps`); the
+    steps before a resume are counted at their phase's full length. `loop_s` excludes compilation."""
     loop_s = max(loop_s, 1e-9)
     return RunSummary(status=status, steps=end_step, steps_this_run=end_step - start_step, wall_s=wall_s,
-                      tokens=tokens_between(plan, config.batch_size, 0, end_step), tokens_this_run=tokens_this_run,
-                      tokens_per_s=tokens_this_run / loop_s, mfu=flops / loop_s / peak_flops,
+                      tokens=tokens_between(plan, config.batch_size, 0, start_step) + tokens_this_run,
+                      tokens_this_run=tokens_this_run,
+                      tokens_per_s=tokens_this_run / loop_s, mfu=flops_this_run / loop_s / peak_flops,
                       final_eval=dict(final_eval) if final_eval else None, checkpoints=sorted(checkpoints),
                       checkpoint_dir=checkpoint_dir, export=export, chance=dict(chance or {}))
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from bert_jax.errors import InputError
 from bert_jax.objectives.base import TaskExamples
-from bert_jax.training import step as step_lib
+from bert_jax.training import length_buckets, step as step_lib
 from bert_jax.training.phases import Phase
 from bert_jax.training.step import EVAL_EXAMPLES
 
@@ -79,22 +79,37 @@ class TaskInputs:
                  self.run_setup.config.batch_size,
                  {name: len(fields["input_ids"]) for name, fields in self.examples.eval_splits.items()})
 
+    @property
+    def length_bucket(self) -> int:
+        return int(self.run_setup.config.finetune.get("length_bucket", 0))
+
     def train_iterator(self, phase: Phase):
         config = self.run_setup.config
-        dataset = (grain.MapDataset.source(_Rows(self.examples.train))
-                   .shuffle(seed=int(config.seed) % 2**32)  # reshuffled every epoch with seed + epoch
-                   .repeat(None)
-                   .batch(config.batch_size, drop_remainder=True)
+        rows = _Rows(self.examples.train)
+        seed = int(config.seed) % 2**32
+        if config.finetune.get("group_by_length", False):
+            lengths = length_buckets.example_lengths(self.examples.train["input_mask"])
+            dataset = (grain.MapDataset.source(length_buckets.LengthGroupedOrder(lengths, config.batch_size, seed))
+                       .map(rows.__getitem__))
+        else:
+            dataset = (grain.MapDataset.source(rows)
+                       .shuffle(seed=seed)  # reshuffled every epoch with seed + epoch
+                       .repeat(None))
+        # The global batch is cut before each host takes its share, so every host cuts to the same length.
+        dataset = (dataset.batch(config.batch_size, drop_remainder=True)
+                   .map(length_buckets.CutToBucket(self.length_bucket))
                    .map(_HostShare(jax.process_index(), jax.process_count())))
         return iter(dataset.to_iter_dataset())
 
     def _batches(self, fields: dict[str, np.ndarray]):
-        """Global batches of a split in order, the last padded with rows of weight 0; this host's share of each."""
+        """Global batches of a split in order, the last padded with rows of weight 0, each cut to its bucketed length
+        (the split is in length order when cutting: see `evaluate`); this host's share of each."""
         batch_size = self.run_setup.config.batch_size
         share = _HostShare(jax.process_index(), jax.process_count())
         total = len(fields["input_ids"])
         for start in range(0, total, batch_size):
             batch = {name: values[start:start + batch_size] for name, values in fields.items()}
+            batch = length_buckets.cut(batch, length_buckets.bucketed_length(batch["input_mask"], self.length_bucket))
             real = len(batch["input_ids"])
             pad = batch_size - real
             if pad:
@@ -113,14 +128,23 @@ class TaskInputs:
                                                    rules=run.rules, step=step_lib.predict_step)
         record: dict[str, Any] = {"kind": "eval", "max_seq_length": phase.max_seq_length}
         for number, (split, fields) in enumerate(self.examples.eval_splits.items()):
+            # Cut batches are shortest when similar lengths share them: evaluate in length order, report in the
+            # split's order.
+            order = np.arange(len(fields["input_ids"]))
+            if self.length_bucket:
+                order = np.argsort(length_buckets.example_lengths(fields["input_mask"]), kind="stable")
             totals, kept = None, []
-            for real, host_batch in self._batches(fields):
+            for real, host_batch in self._batches({name: values[order] for name, values in fields.items()}):
                 sums, predictions = self._predict(params, run.global_batch(host_batch))
                 sums, predictions = jax.device_get((sums, predictions))
                 totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-                kept.append(jax.tree.map(lambda x, real=real: np.asarray(x)[:real], predictions))
+                kept.append(length_buckets.pad_back(
+                    jax.tree.map(lambda x, real=real: np.asarray(x)[:real], predictions),
+                    run.objective.sequence_predictions, phase.max_seq_length))
             totals = {name: float(value) for name, value in totals.items()}
-            predictions = {name: np.concatenate([p[name] for p in kept]) for name in kept[0]}
+            predictions = {name: np.empty_like(np.concatenate([p[name] for p in kept])) for name in kept[0]}
+            for name in predictions:
+                predictions[name][order] = np.concatenate([p[name] for p in kept])
             summary = dict(run.objective.summarize(totals), examples=int(totals[EVAL_EXAMPLES]))
             summary.update(run.objective.eval_metrics(split, predictions, fields))
             prefix = "" if number == 0 else f"{split}_"
