@@ -24,8 +24,8 @@ import ml_collections
 import numpy as np
 
 from bert_jax.errors import TrainingError
-from bert_jax.training import (checkpointing, chip_peaks, compiled_steps, flops, inputs, integrity, metrics, resume, run_summary,
-                               setup as setup_lib)
+from bert_jax.training import (checkpointing, chip_peaks, compiled_steps, flops, inputs, integrity, metrics, resume,
+                               run_summary, setup as setup_lib)
 from bert_jax.training.best import BestParams
 from bert_jax.training.phases import Phase, phase_at, phase_plan
 from bert_jax.training.workdir import WorkdirLock
