@@ -42,6 +42,14 @@ class TaskExamples:
     eval_splits: dict[str, dict[str, np.ndarray]]  # split name -> fields; the first split is the primary one
 
 
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How an objective's own examples are batched (`training/length_buckets.py`)."""
+
+    length_bucket: int = 0  # cut each batch to its longest example rounded up to this many tokens (0: never)
+    group_by_length: bool = False  # batch examples of similar length (transformers' length-grouped order)
+
+
 class Objective(abc.ABC):
     """A training objective. Subclasses set `name`, `heads` and `train_metrics` and implement the methods."""
 
@@ -135,6 +143,10 @@ class Objective(abc.ABC):
     def task_examples(self) -> TaskExamples | None:
         """The objective's own examples (a fine-tuning task's), or None: the run reads the built dataset."""
         return None
+
+    def batching(self) -> Batching:
+        """How `task_examples` are batched: full length, uniformly shuffled by default."""
+        return Batching()
 
     def predictions(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
         """The per-example outputs evaluation keeps for `eval_metrics` (e.g. logits); none by default."""

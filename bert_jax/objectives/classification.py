@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from bert_jax.models import COMPUTE_FIELDS
-from bert_jax.objectives.base import BatchShape, Objective, TaskExamples
+from bert_jax.objectives.base import Batching, BatchShape, Objective, TaskExamples
 
 log = logging.getLogger("bert_jax")
 
@@ -129,6 +129,12 @@ class SequenceClassification(Objective):
             return arrays
 
         return TaskExamples(train=fields(data.train), eval_splits={name: fields(split) for name, split in data.dev.items()})
+
+    def batching(self) -> Batching:
+        if self.settings is None:
+            return Batching()
+        return Batching(length_bucket=int(self.settings.get("length_bucket", 0)),
+                        group_by_length=bool(self.settings.get("group_by_length", False)))
 
     def predictions(self, outputs):
         return {"logits": outputs["logits"]}

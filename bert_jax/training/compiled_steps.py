@@ -22,7 +22,7 @@ class CompiledSteps:
     def __init__(self, run_setup) -> None:
         self.run_setup = run_setup
         self.phase: Phase | None = None
-        self._compiled: dict[tuple[int, int], object] = {}
+        self._compiled: dict[tuple[int, int], tuple[object, float]] = {}  # (length, predictions) -> step, FLOPs
         self.tokens = 0  # trained token positions (batch x the length each step ran at)
         self.flops = 0.0  # model FLOPs of those steps
         self.compile_s = 0.0  # spent compiling
@@ -34,10 +34,9 @@ class CompiledSteps:
     def __call__(self, state, host_batch):
         """One train step on this host's batch, at the batch's own length."""
         length = int(host_batch["input_ids"].shape[-1])
-        compiled = self._get(length)
-        shape = self._shape(length)
-        self.tokens += shape.batch_size * length
-        self.flops += flops_per_step(self.run_setup, shape)
+        compiled, flops = self._get(length)
+        self.tokens += self.run_setup.config.batch_size * length
+        self.flops += flops
         return compiled(state, self.run_setup.global_batch(host_batch), *self.run_setup.frozen_args)
 
     def _shape(self, length: int) -> BatchShape:
@@ -46,7 +45,7 @@ class CompiledSteps:
     def _get(self, length: int):
         key = (length, self.phase.max_predictions)
         if key not in self._compiled:
-            self._compiled[key] = self._compile(length)
+            self._compiled[key] = self._compile(length), flops_per_step(self.run_setup, self._shape(length))
         return self._compiled[key]
 
     def _compile(self, length: int):

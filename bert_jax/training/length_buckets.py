@@ -13,8 +13,6 @@ recipe assumes, so it is off by default; it is what makes short-sentence tasks (
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 # transformers' LengthGroupedSampler: megabatches of at most this many batches
@@ -88,8 +86,9 @@ class LengthGroupedOrder:
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int) -> None:
         self.lengths = np.asarray(lengths)
-        self.batch_size, self.seed = batch_size, seed
+        self.seed = seed
         self.megabatch = megabatch_size(len(self.lengths), batch_size)
+        self._cached_epoch, self._cached_order = None, None  # the epoch being read, computed once
 
     def __len__(self) -> int:
         return len(self.lengths) * self.EPOCHS
@@ -98,8 +97,12 @@ class LengthGroupedOrder:
         epoch, index = divmod(int(position), len(self.lengths))
         return int(self.epoch_order(epoch)[index])
 
-    @functools.lru_cache(maxsize=2)
     def epoch_order(self, epoch: int) -> np.ndarray:
+        if epoch != self._cached_epoch:
+            self._cached_epoch, self._cached_order = epoch, self._order(epoch)
+        return self._cached_order
+
+    def _order(self, epoch: int) -> np.ndarray:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.lengths))
         groups = [order[start:start + self.megabatch] for start in range(0, len(order), self.megabatch)]
         groups = [group[np.argsort(-self.lengths[group], kind="stable")] for group in groups]

@@ -8,7 +8,8 @@ metrics.jsonl holds one JSON object per line: train lines at each logged step (`
 the objective's summaries (e.g. an accuracy), `learning_rate`, `grad_norm`, `tokens_per_s` (at the lengths the
 steps ran at), `examples_per_s`, `mfu`, `nonfinite_steps`, ...) and eval lines (`"kind": "eval"`). `step` counts
 optimizer steps done. After a resume, lines past the restored step (logged before the interruption and about to
-be redone) are removed, so the file reads as one uninterrupted run. The objective decides which summaries exist (`Objective.summarize`); this module names none.
+be redone) are removed, so the file reads as one uninterrupted run. The objective decides which summaries exist
+(`Objective.summarize`); this module names none.
 """
 
 from __future__ import annotations

@@ -63,6 +63,7 @@ class TaskInputs:
     def __init__(self, run_setup, examples: TaskExamples) -> None:
         self.run_setup = run_setup
         self.examples = examples
+        self.batching = run_setup.objective.batching()
         self._predict = None
 
     def ensure(self, plan: list[Phase]) -> None:
@@ -79,15 +80,11 @@ class TaskInputs:
                  self.run_setup.config.batch_size,
                  {name: len(fields["input_ids"]) for name, fields in self.examples.eval_splits.items()})
 
-    @property
-    def length_bucket(self) -> int:
-        return int(self.run_setup.config.finetune.get("length_bucket", 0))
-
     def train_iterator(self, phase: Phase):
         config = self.run_setup.config
         rows = _Rows(self.examples.train)
         seed = int(config.seed) % 2**32
-        if config.finetune.get("group_by_length", False):
+        if self.batching.group_by_length:
             lengths = length_buckets.example_lengths(self.examples.train["input_mask"])
             dataset = (grain.MapDataset.source(length_buckets.LengthGroupedOrder(lengths, config.batch_size, seed))
                        .map(rows.__getitem__))
@@ -97,7 +94,7 @@ class TaskInputs:
                        .repeat(None))
         # The global batch is cut before each host takes its share, so every host cuts to the same length.
         dataset = (dataset.batch(config.batch_size, drop_remainder=True)
-                   .map(length_buckets.CutToBucket(self.length_bucket))
+                   .map(length_buckets.CutToBucket(self.batching.length_bucket))
                    .map(_HostShare(jax.process_index(), jax.process_count())))
         return iter(dataset.to_iter_dataset())
 
@@ -106,10 +103,10 @@ class TaskInputs:
         (the split is in length order when cutting: see `evaluate`); this host's share of each."""
         batch_size = self.run_setup.config.batch_size
         share = _HostShare(jax.process_index(), jax.process_count())
+        cut_to_bucket = length_buckets.CutToBucket(self.batching.length_bucket)
         total = len(fields["input_ids"])
         for start in range(0, total, batch_size):
-            batch = {name: values[start:start + batch_size] for name, values in fields.items()}
-            batch = length_buckets.cut(batch, length_buckets.bucketed_length(batch["input_mask"], self.length_bucket))
+            batch = cut_to_bucket({name: values[start:start + batch_size] for name, values in fields.items()})
             real = len(batch["input_ids"])
             pad = batch_size - real
             if pad:
@@ -131,7 +128,7 @@ class TaskInputs:
             # Cut batches are shortest when similar lengths share them: evaluate in length order, report in the
             # split's order.
             order = np.arange(len(fields["input_ids"]))
-            if self.length_bucket:
+            if self.batching.length_bucket:
                 order = np.argsort(length_buckets.example_lengths(fields["input_mask"]), kind="stable")
             totals, kept = None, []
             for real, host_batch in self._batches({name: values[order] for name, values in fields.items()}):
