@@ -137,3 +137,10 @@ def test_grouped_batches_follow_the_grouped_order_and_resume(tiny_model, varied_
     resumed = data.train_iterator(loop.phase_plan(config)[0])
     resumed.set_state(state)
     assert length_buckets.example_lengths(next(resumed)["input_mask"]).tolist() == seen[2].tolist()
+
+
+def test_a_negative_bucket_is_a_config_error_naming_the_field(tiny_model, varied_dir):  # noqa: F811
+    from bert_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"finetune.length_bucket is -1; .*0 keeps every batch at max_seq_length"):
+        run_config(tiny_model, varied_dir, "--config.finetune.length_bucket=-1")
